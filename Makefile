@@ -1,0 +1,6 @@
+# The two commands in README.md.
+.PHONY: test demo
+test:
+	./scripts/test.sh
+demo:
+	./scripts/demo.sh

@@ -1,0 +1,1 @@
+//! Bringing up a control plane on the restored data: `ControlPlaneInit` and `KubeadmInit`.

@@ -1,0 +1,1 @@
+//! Restoring etcd from a snapshot: `EtcdRestorer` and `EtcdutlRestorer`.

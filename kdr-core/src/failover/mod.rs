@@ -1,0 +1,1 @@
+//! The failover decision: `FailoverDetector`, a pure state machine, and `DetectorPolicy`.

@@ -1,0 +1,1 @@
+//! Health probes: `HealthProbe` and the API server, TCP, ICMP, witness and self probes.

@@ -1,0 +1,43 @@
+//! kdr-core: Kubernetes control-plane disaster recovery for self-managed (kubeadm) clusters.
+//!
+//! kdr turns the shell procedures teams use today (an `etcdctl snapshot save` uploaded by hand, a
+//! bash loop deciding the primary is dead, a restore script that resets every worker in turn)
+//! into tested software: streaming, verified backups to object storage; restores that never
+//! destroy what they replace; a failover decision that cannot split-brain or fire twice; and
+//! worker recovery in parallel.
+//!
+//! # Layout
+//! One module per trait; the trait and its value types in the module's `mod.rs`, each default
+//! implementation in a sibling file named after the technology it uses (as `object_store` does).
+//!
+//! | module | trait | default implementations |
+//! | --- | --- | --- |
+//! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
+//! | [`etcd`] | `EtcdRestorer` | `EtcdutlRestorer` (etcdutl, or etcdctl for 3.4) |
+//! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
+//! | [`remote`] | `NodeRemote` | `SshNodeRemote` |
+//! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
+//! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
+//!
+//! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
+//! of reading the system clock.
+//!
+//! # Features
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `test-util` | [`testing`]: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+pub mod control_plane;
+pub mod error;
+pub mod etcd;
+pub mod failover;
+pub mod health;
+pub mod remote;
+pub mod snapshot;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+
+pub use error::{Error, Result};
