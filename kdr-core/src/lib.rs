@@ -36,6 +36,7 @@ pub mod failover;
 pub mod health;
 pub mod remote;
 pub mod snapshot;
+pub mod workers;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
