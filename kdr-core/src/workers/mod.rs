@@ -328,7 +328,8 @@ impl fmt::Display for RecoveryReport {
             };
             let err = err.replace('\n', " ");
             let dur = format!("{:.1}s", r.duration.as_secs_f64());
-            writeln!(f, "{:<w$}  {:<6}  {:<6}  {dur:>9}  {err}", r.worker, r.mode.to_string(), result)?;
+            let line = format!("{:<w$}  {:<6}  {:<6}  {dur:>9}  {err}", r.worker, r.mode.to_string(), result);
+            writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
     }
