@@ -38,9 +38,11 @@ use crate::remote::{CommandOutput, NodeRemote, RemoteCommand, SshConfig, SshTarg
 
 mod join;
 mod kubectl;
+mod rejoin;
 
 pub use join::JoinCommand;
 pub use kubectl::KubectlReadiness;
+pub use rejoin::{JoinSource, RecoveryFileConfig, RecoveryRequest, recover_from_config};
 
 /// How workers are brought under the new control plane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +112,7 @@ impl WorkerConfig {
 /// ```toml
 /// [worker_recovery]
 /// mode = "rewire"                 # or "rejoin"; the runbook picks rewire when the CA was restored
+/// # endpoint = "https://10.0.0.5:6443"   # rewire target for `kdr rejoin` (no default)
 /// concurrency = 10                # workers recovered at once
 /// poll_interval = "2s"            # between two checks of a condition
 /// command_timeout = "5m"          # each command (kubeadm reset/join can be slow)
@@ -129,6 +132,10 @@ impl WorkerConfig {
 pub struct WorkerRecoveryConfig {
     /// The recovery mode.
     pub mode: RecoveryMode,
+    /// The API server URL workers are rewired to by `kdr rejoin` (the runbook derives it from the
+    /// new control plane). No default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// How many workers are recovered at the same time (at least 1).
     pub concurrency: usize,
     /// The interval between two checks of a condition.
@@ -167,6 +174,7 @@ impl Default for WorkerRecoveryConfig {
     fn default() -> Self {
         Self {
             mode: RecoveryMode::Rewire,
+            endpoint: None,
             concurrency: 10,
             poll_interval: Duration::from_secs(2),
             command_timeout: Duration::from_secs(300),
