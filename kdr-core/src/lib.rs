@@ -15,7 +15,8 @@
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
 //! | [`etcd`] | `EtcdRestorer` | `EtcdutlRestorer` (etcdutl, or etcdctl for 3.4) |
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
-//! | [`remote`] | `NodeRemote` | `SshNodeRemote` |
+//! | [`remote`] | [`remote::NodeRemote`] | [`remote::SshNodeRemote`] (async-ssh2-tokio) |
+//! | [`workers`] | [`workers::NodeReadiness`] | [`workers::recover_workers`] (rewire or rejoin, in parallel), [`workers::KubectlReadiness`] |
 //! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
 //! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
 //!
