@@ -1,0 +1,1 @@
+//! Synchronous tables of (time, input) -> actions.
