@@ -15,8 +15,10 @@ pub struct ReplayArgs {
 
 /// Parses the trace, replays it with the default policy and prints one JSON object per line.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.trace)
-        .with_context(|| format!("failed to read trace {}", args.trace.display()))?;
+    // A trace that cannot be read is bad input (exit 2), like a malformed one.
+    let text = std::fs::read_to_string(&args.trace).map_err(|e| {
+        kdr_core::Error::config("--trace", format!("failed to read trace {}: {e}", args.trace.display()))
+    })?;
     let trace = Trace::parse(&text, &args.trace.display().to_string())?;
     let lines =
         replay_default(&trace).with_context(|| format!("failed to replay {}", args.trace.display()))?;

@@ -131,7 +131,9 @@ fn parse_config(value: Value) -> std::result::Result<TraceConfig, String> {
             "ok" => TraceFencing::Ok,
             "fail" => TraceFencing::Fail,
             other => {
-                return Err(format!("config.fencing is {other:?}; a trace says \"none\", \"ok\" or \"fail\""));
+                return Err(format!(
+                    "config.fencing is {other:?}; a trace says \"none\", \"ok\" or \"fail\""
+                ));
             }
         },
         Some(v) => return Err(format!("config.fencing is {v}; a trace says \"none\", \"ok\" or \"fail\"")),
