@@ -16,8 +16,8 @@
 //! | [`etcd`] | `EtcdRestorer` | `EtcdutlRestorer` (etcdutl, or etcdctl for 3.4) |
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
 //! | [`remote`] | `NodeRemote` | `SshNodeRemote` |
-//! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
-//! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
+//! | [`health`] | [`health::HealthProbe`] | `ApiServerProbe` (HTTPS, reqwest+rustls), `TcpProbe`, `IcmpProbe` (surge-ping), `WitnessProbe` (via `NodeRemote`), `SelfProbe`; `ProbeSet` runs bounded rounds |
+//! | [`failover`] | [`failover::DetectorPolicy`], [`failover::StateStore`] | `FailoverDetector` (a pure state machine), `SeedRulePolicy`; `FileStateStore`, `InMemoryStateStore`; `trace` (JSONL recording and replay) |
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock.

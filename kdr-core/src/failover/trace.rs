@@ -315,6 +315,40 @@ impl TraceRecord {
     }
 }
 
+/// Writes what the monitor observes as a trace, for replay later: the config line first, then
+/// one line per observation or event, `t` measured from the recorder's `origin`.
+#[derive(Debug)]
+pub struct TraceRecorder<W: std::io::Write> {
+    out: W,
+    origin: Instant,
+    last_t: f64,
+}
+
+impl<W: std::io::Write> TraceRecorder<W> {
+    /// Starts a recording at `origin` (the monitor's start) and writes the config line.
+    pub fn start(mut out: W, config: &TraceConfig, origin: Instant) -> Result<Self> {
+        writeln!(out, "{}", config.to_json_line())
+            .map_err(|e| Error::io("failed to write the trace config line", e))?;
+        Ok(Self { out, origin, last_t: 0.0 })
+    }
+
+    /// Records `event` at `now` (an instant before the previous one is recorded at the
+    /// previous one's time, so the trace stays in time order).
+    pub fn record(&mut self, now: Instant, event: TraceEvent) -> Result<()> {
+        let ms = now.saturating_duration_since(self.origin).as_millis();
+        let t = (ms as f64 / 1000.0).max(self.last_t);
+        self.last_t = t;
+        let line = TraceRecord { line: 0, t, event }.to_json_line();
+        writeln!(self.out, "{line}").map_err(|e| Error::io("failed to write a trace line", e))
+    }
+
+    /// Flushes and returns the writer.
+    pub fn finish(mut self) -> Result<W> {
+        self.out.flush().map_err(|e| Error::io("failed to flush the trace", e))?;
+        Ok(self.out)
+    }
+}
+
 /// One line of replay output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayLine {
@@ -516,5 +550,44 @@ impl ReplaySummary {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_replays_like_the_original() {
+        let origin = SystemClock.instant();
+        let config = TraceConfig { detector: DetectorConfig::default(), fencing: TraceFencing::Ok };
+        let mut rec = TraceRecorder::start(Vec::new(), &config, origin).unwrap();
+        for i in 0..60u64 {
+            let now = origin + Duration::from_secs(i * 10);
+            let ok = i < 10;
+            rec.record(now, TraceEvent::Observed(Observation::Api { ok })).unwrap();
+            rec.record(now, TraceEvent::Observed(Observation::Host { ok })).unwrap();
+            rec.record(
+                now + Duration::from_millis(100),
+                TraceEvent::Observed(Observation::SelfCheck { ok: true }),
+            )
+            .unwrap();
+        }
+        // An instant from before the last one stays in order.
+        rec.record(origin, TraceEvent::Pause).unwrap();
+        let text = String::from_utf8(rec.finish().unwrap()).unwrap();
+        assert!(text.starts_with("{\"config\": {\"interval_s\": 10.0, \"dead_after_s\": 300.0, \"witnesses\": [], \"witness_quorum\": \"majority\", \"fencing\": \"ok\""), "{text}");
+        assert!(text.ends_with("{\"t\": 590.1, \"event\": \"pause\"}\n"), "{text}");
+        let trace = Trace::parse(&text, "recording").unwrap();
+        assert_eq!(
+            trace.config,
+            TraceConfig {
+                detector: DetectorConfig { fencing: Fencing::Required, ..Default::default() },
+                fencing: TraceFencing::Ok
+            }
+        );
+        let lines = replay_default(&trace).unwrap();
+        let s = ReplaySummary::of(&lines);
+        assert_eq!((s.fences, s.promotions), (vec![400.0], vec![400.0]));
     }
 }
