@@ -26,6 +26,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Logs go to stderr (RUST_LOG filters them); stdout carries only command output (replay's JSONL).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay::run(&args),
