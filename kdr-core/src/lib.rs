@@ -25,7 +25,7 @@
 //! # Features
 //! | feature | what it adds |
 //! | --- | --- |
-//! | `test-util` | [`testing`]: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
+//! | `test-util` | `testing`: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;
