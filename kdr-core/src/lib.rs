@@ -17,8 +17,8 @@
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
 //! | [`remote`] | [`remote::NodeRemote`] | [`remote::SshNodeRemote`] (async-ssh2-tokio) |
 //! | [`workers`] | [`workers::NodeReadiness`] | [`workers::recover_workers`] (rewire or rejoin, in parallel), [`workers::KubectlReadiness`] |
-//! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
-//! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
+//! | [`health`] | [`health::HealthProbe`] | `ApiServerProbe` (HTTPS, reqwest+rustls), `TcpProbe`, `IcmpProbe` (surge-ping), `WitnessProbe` (via `NodeRemote`), `SelfProbe`; `ProbeSet` runs bounded rounds |
+//! | [`failover`] | [`failover::DetectorPolicy`], [`failover::StateStore`] | `FailoverDetector` (a pure state machine), `SeedRulePolicy`; `FileStateStore`, `InMemoryStateStore`; `trace` (JSONL recording and replay) |
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock.
@@ -26,7 +26,7 @@
 //! # Features
 //! | feature | what it adds |
 //! | --- | --- |
-//! | `test-util` | [`testing`]: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
+//! | `test-util` | `testing`: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;
