@@ -9,6 +9,10 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 
+pub mod ssh;
+
+pub use ssh::{HostKeyPolicy, SshConfig, SshNodeRemote, SshTarget};
+
 /// A command to run on a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteCommand {
@@ -91,6 +95,26 @@ pub trait NodeRemote: Send + Sync + fmt::Debug {
 
     /// Runs `command` on the node.
     async fn run(&self, command: &RemoteCommand) -> Result<CommandOutput>;
+
+    /// Runs `command` with `stdin` written to its standard input, followed by end-of-file.
+    ///
+    /// This is how secrets reach a node (a bootstrap token inside a kubeadm `JoinConfiguration`):
+    /// never on the command line, which is logged, recorded in journals and visible in `ps`.
+    /// Implementations never log or record the bytes of `stdin`. Same guarantees as [`run`]
+    /// otherwise.
+    ///
+    /// The default implementation returns [`Error::Refused`]: an implementation that cannot feed
+    /// standard input must not fall back to putting the data on a command line.
+    ///
+    /// [`run`]: NodeRemote::run
+    async fn run_with_stdin(&self, command: &RemoteCommand, stdin: &[u8]) -> Result<CommandOutput> {
+        let _ = (command, stdin.len());
+        Err(Error::refused(format!(
+            "the NodeRemote for {} cannot feed standard input to a command, and secrets are never put \
+             on command lines; use an implementation that supports it (SshNodeRemote does)",
+            self.node()
+        )))
+    }
 }
 
 /// Quotes `s` for a POSIX shell (single quotes, with embedded quotes escaped).

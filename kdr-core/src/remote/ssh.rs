@@ -1,0 +1,484 @@
+//! [`SshNodeRemote`]: [`NodeRemote`] over SSH (async-ssh2-tokio on russh).
+//!
+//! - Key authentication with a private key *file*; the key is never read into a log or a message.
+//! - Host keys verified against a known_hosts file by default. Accepting any host key takes the
+//!   explicit, loudly named [`HostKeyPolicy::AcceptAnyInsecure`], and every connection made under
+//!   it logs a warning.
+//! - A connect timeout (and keepalives, through russh's `Config`) and a per-command timeout
+//!   ([`RemoteCommand::timeout`]); on a command timeout the remote process is sent `SIGTERM` and
+//!   the channel closed.
+//! - Output is streamed line by line into `tracing` (target `kdr::remote::output`, level debug)
+//!   while the command runs, and also returned in full.
+//! - A command killed by a signal has `exit_code: None`.
+//!
+//! One connection per node is opened on first use and reused (each command is its own channel,
+//! so commands on one node may run concurrently); a dropped connection is reopened once.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_ssh2_tokio::client::{AuthMethod, Client, ServerCheckMethod};
+use async_trait::async_trait;
+use russh::{ChannelMsg, Sig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{CommandOutput, NodeRemote, RemoteCommand};
+use crate::error::{Error, Result};
+
+/// How a node's SSH host key is verified.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostKeyPolicy {
+    /// The host key must be listed for the host (and port) in the known_hosts file
+    /// ([`SshConfig::known_hosts`]). An unknown or changed key refuses the connection.
+    #[default]
+    KnownHosts,
+    /// Accept whatever key the server presents. Anyone who can intercept the connection can then
+    /// impersonate the node and receive the commands kdr sends it (including a bootstrap token).
+    /// For disposable labs only; every connection made under it logs a warning.
+    AcceptAnyInsecure,
+}
+
+/// The `[ssh]` section of the configuration: how kdr reaches nodes. Per-worker entries may
+/// override the port, user and key file.
+///
+/// ```toml
+/// [ssh]
+/// user = "kube"                                # default "root"
+/// port = 22                                    # default 22
+/// key_file = "/root/.ssh/id_ed25519"           # default; a path, never the key itself
+/// known_hosts = "/root/.ssh/known_hosts"       # default
+/// host_key_policy = "known_hosts"              # default; "accept_any_insecure" to skip checks
+/// connect_timeout = "10s"                      # default
+/// command_timeout = "5m"                       # default, for commands without their own
+/// keepalive_interval = "15s"                   # default; 3 unanswered keepalives drop the link
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshConfig {
+    /// The login user on every node (it needs passwordless `sudo` for the recovery commands).
+    pub user: String,
+    /// The SSH port.
+    pub port: u16,
+    /// The private key file used for authentication (OpenSSH or PEM format, unencrypted).
+    pub key_file: PathBuf,
+    /// The known_hosts file the nodes' host keys are checked against.
+    pub known_hosts: PathBuf,
+    /// Whether host keys are checked; see [`HostKeyPolicy`].
+    pub host_key_policy: HostKeyPolicy,
+    /// How long connecting and authenticating may take.
+    #[serde(with = "serde_duration")]
+    pub connect_timeout: Duration,
+    /// The timeout of commands that don't set their own.
+    #[serde(with = "serde_duration")]
+    pub command_timeout: Duration,
+    /// How often an idle connection is probed; three unanswered probes close it.
+    #[serde(with = "serde_duration")]
+    pub keepalive_interval: Duration,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            user: "root".into(),
+            port: 22,
+            key_file: PathBuf::from("/root/.ssh/id_ed25519"),
+            known_hosts: PathBuf::from("/root/.ssh/known_hosts"),
+            host_key_policy: HostKeyPolicy::KnownHosts,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+impl SshConfig {
+    /// The target for node `name` at `host`, with this section's settings.
+    pub fn target(&self, name: impl Into<String>, host: impl Into<String>) -> SshTarget {
+        SshTarget {
+            name: name.into(),
+            host: host.into(),
+            port: self.port,
+            user: self.user.clone(),
+            key_file: self.key_file.clone(),
+            known_hosts: self.known_hosts.clone(),
+            host_key_policy: self.host_key_policy,
+            connect_timeout: self.connect_timeout,
+            keepalive_interval: self.keepalive_interval,
+        }
+    }
+}
+
+/// Everything needed to reach one node over SSH.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The node's name, used in messages and result tables.
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Private key file (the path only is kept; the key is read at connect time by russh).
+    pub key_file: PathBuf,
+    /// known_hosts file checked under [`HostKeyPolicy::KnownHosts`].
+    pub known_hosts: PathBuf,
+    /// Host key policy.
+    pub host_key_policy: HostKeyPolicy,
+    /// Connect (TCP + handshake + authentication) timeout.
+    pub connect_timeout: Duration,
+    /// Keepalive interval.
+    pub keepalive_interval: Duration,
+}
+
+impl SshTarget {
+    fn addr(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// [`NodeRemote`] over SSH. See the [module docs](self).
+#[derive(Debug)]
+pub struct SshNodeRemote {
+    target: SshTarget,
+    client: Mutex<Option<Client>>,
+}
+
+impl SshNodeRemote {
+    /// A remote for `target`. Checks that the key file (and, under
+    /// [`HostKeyPolicy::KnownHosts`], the known_hosts file) exist; connects lazily.
+    pub fn new(target: SshTarget) -> Result<Self> {
+        if !target.key_file.is_file() {
+            return Err(Error::config(
+                "ssh.key_file",
+                format!(
+                    "private key file {} (for node {}) does not exist or is not a file; point ssh.key_file \
+                     (or the worker's key_file) at the key whose public half is in {}'s authorized_keys",
+                    target.key_file.display(),
+                    target.name,
+                    target.user
+                ),
+            ));
+        }
+        if target.host_key_policy == HostKeyPolicy::KnownHosts && !target.known_hosts.is_file() {
+            return Err(Error::config(
+                "ssh.known_hosts",
+                format!(
+                    "known_hosts file {} (for node {}) does not exist; record the nodes' host keys in it \
+                     (ssh-keyscan -p PORT HOST, after checking the fingerprints out of band)",
+                    target.known_hosts.display(),
+                    target.name
+                ),
+            ));
+        }
+        Ok(Self { target, client: Mutex::new(None) })
+    }
+
+    /// The target this remote connects to.
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        let t = &self.target;
+        let check = match t.host_key_policy {
+            HostKeyPolicy::KnownHosts => {
+                ServerCheckMethod::KnownHostsFile(t.known_hosts.to_string_lossy().into_owned())
+            }
+            HostKeyPolicy::AcceptAnyInsecure => {
+                tracing::warn!(
+                    node = %t.name,
+                    addr = %t.addr(),
+                    "INSECURE: accepting any SSH host key for this node (host_key_policy = \
+                     \"accept_any_insecure\"); anyone able to intercept the connection can impersonate it"
+                );
+                ServerCheckMethod::NoCheck
+            }
+        };
+        let config = async_ssh2_tokio::Config {
+            keepalive_interval: Some(t.keepalive_interval),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Default::default()
+        };
+        let auth = AuthMethod::with_key_file(&t.key_file, None);
+        tracing::debug!(node = %t.name, addr = %t.addr(), "connecting over ssh");
+        let connecting = Client::connect_with_config((t.host.as_str(), t.port), &t.user, auth, check, config);
+        match tokio::time::timeout(t.connect_timeout, connecting).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(connect_error(t, e)),
+            Err(_) => Err(Error::Timeout {
+                what: format!(
+                    "connecting to node {} ({}) over ssh (check that the host is up and reachable)",
+                    t.name,
+                    t.addr()
+                ),
+                after: t.connect_timeout,
+            }),
+        }
+    }
+
+    /// A channel on the cached connection, reconnecting once if the connection is gone.
+    async fn channel(&self) -> Result<russh::Channel<russh::client::Msg>> {
+        let mut guard = self.client.lock().await;
+        if let Some(client) = guard.as_ref().filter(|c| !c.is_closed())
+            && let Ok(ch) = client.get_channel().await
+        {
+            return Ok(ch);
+        }
+        *guard = None;
+        let client = self.connect().await?;
+        let ch = client.get_channel().await.map_err(|e| {
+            Error::unavailable(format!("opening an ssh channel to node {}", self.target.name), e)
+        })?;
+        *guard = Some(client);
+        Ok(ch)
+    }
+
+    async fn exec(&self, command: &RemoteCommand, stdin: Option<&[u8]>) -> Result<CommandOutput> {
+        let node = self.target.name.as_str();
+        let line = command.command_line();
+        let mut channel = self.channel().await?;
+        tracing::info!(node, command = %line, stdin = stdin.is_some(), "running");
+        let running = drive(&mut channel, node, &line, stdin);
+        match tokio::time::timeout(command.timeout, running).await {
+            Ok(Ok(out)) => {
+                tracing::info!(node, command = %line, exit_code = ?out.exit_code, "finished");
+                Ok(out)
+            }
+            Ok(Err(e)) => Err(Error::unavailable(
+                format!("running `{}` on node {} (the ssh connection failed)", command.command, node),
+                e,
+            )),
+            Err(_) => {
+                // Best effort: ask sshd to signal the process, then close our side.
+                let _ = channel.signal(Sig::TERM).await;
+                let _ = channel.close().await;
+                Err(Error::Timeout {
+                    what: format!("command `{}` on node {}", command.command, node),
+                    after: command.timeout,
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl NodeRemote for SshNodeRemote {
+    fn node(&self) -> &str {
+        &self.target.name
+    }
+
+    async fn run(&self, command: &RemoteCommand) -> Result<CommandOutput> {
+        self.exec(command, None).await
+    }
+
+    async fn run_with_stdin(&self, command: &RemoteCommand, stdin: &[u8]) -> Result<CommandOutput> {
+        self.exec(command, Some(stdin)).await
+    }
+}
+
+/// Runs `line` on `channel`: feeds `stdin` then EOF (so a command reading stdin never hangs),
+/// and drains stdout, stderr and the exit status in one loop, logging lines as they come.
+async fn drive(
+    channel: &mut russh::Channel<russh::client::Msg>,
+    node: &str,
+    line: &str,
+    stdin: Option<&[u8]>,
+) -> std::result::Result<CommandOutput, russh::Error> {
+    channel.exec(true, line).await?;
+    if let Some(data) = stdin {
+        channel.data(data).await?;
+    }
+    channel.eof().await?;
+    let mut stdout = LineLogger::new(node, "stdout");
+    let mut stderr = LineLogger::new(node, "stderr");
+    let mut exit_status = None;
+    let mut signal = None;
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => stdout.push(&data),
+            ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
+            ChannelMsg::ExitStatus { exit_status: code } => exit_status = Some(code),
+            ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(signal_name),
+            ChannelMsg::Failure => {
+                return Err(russh::Error::RequestDenied);
+            }
+            _ => {}
+        }
+    }
+    if exit_status.is_none() && signal.is_none() {
+        // The channel closed with neither an exit status nor a signal: the connection broke.
+        return Err(russh::Error::Disconnect);
+    }
+    if let Some(sig) = &signal {
+        tracing::info!(node, command = %line, signal = ?sig, "killed by a signal");
+    }
+    Ok(CommandOutput {
+        exit_code: exit_status.map(|c| i32::try_from(c).unwrap_or(i32::MAX)),
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
+    })
+}
+
+/// Collects a stream's bytes and logs each complete line as it arrives.
+struct LineLogger<'a> {
+    node: &'a str,
+    stream: &'static str,
+    all: Vec<u8>,
+    logged: usize,
+}
+
+impl<'a> LineLogger<'a> {
+    fn new(node: &'a str, stream: &'static str) -> Self {
+        Self { node, stream, all: Vec::new(), logged: 0 }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.all.extend_from_slice(data);
+        while let Some(nl) = self.all[self.logged..].iter().position(|&b| b == b'\n') {
+            let end = self.logged + nl;
+            self.log(self.logged, end);
+            self.logged = end + 1;
+        }
+    }
+
+    fn log(&self, start: usize, end: usize) {
+        let text = String::from_utf8_lossy(&self.all[start..end]);
+        tracing::debug!(target: "kdr::remote::output", node = self.node, stream = self.stream, "{text}");
+    }
+
+    fn finish(self) -> String {
+        if self.logged < self.all.len() {
+            self.log(self.logged, self.all.len());
+        }
+        String::from_utf8_lossy(&self.all).into_owned()
+    }
+}
+
+fn connect_error(t: &SshTarget, e: async_ssh2_tokio::Error) -> Error {
+    use async_ssh2_tokio::Error as E;
+    let node = &t.name;
+    let addr = t.addr();
+    match e {
+        E::KeyAuthFailed => Error::unavailable(
+            format!(
+                "ssh authentication as {} on node {node} ({addr}) failed: check that the public key of {} \
+                 is in ~{}/.ssh/authorized_keys on the node",
+                t.user,
+                t.key_file.display(),
+                t.user
+            ),
+            e,
+        ),
+        E::KeyInvalid(_) => Error::config(
+            "ssh.key_file",
+            format!(
+                "cannot load the private key {} for node {node}: it must be an unencrypted OpenSSH or PEM \
+                 private key ({e})",
+                t.key_file.display()
+            ),
+        ),
+        E::ServerCheckFailed | E::SshError(russh::Error::UnknownKey) => Error::unavailable(
+            format!(
+                "the host key of node {node} ({addr}) is not in known_hosts {} or does not match it: \
+                 refusing to connect. If the node was legitimately reinstalled, verify its new key \
+                 fingerprint out of band and update the file",
+                t.known_hosts.display()
+            ),
+            e,
+        ),
+        E::AddressInvalid(_) => Error::unavailable(
+            format!("cannot resolve the address of node {node} ({addr}): check the worker's host"),
+            e,
+        ),
+        other => Error::unavailable(
+            format!(
+                "cannot reach node {node} over ssh at {addr}: check that the host is up, sshd listens on \
+                 port {} and nothing blocks it",
+                t.port
+            ),
+            other,
+        ),
+    }
+}
+
+/// Serde for durations as humantime strings ("10s", "5m", "1h 30m").
+pub(crate) mod serde_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"10s\", \"5m\""))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_parse() {
+        let c: SshConfig = toml::from_str("").unwrap();
+        assert_eq!(c, SshConfig::default());
+        let c: SshConfig = toml::from_str(
+            r#"
+            user = "kube"
+            port = 2222
+            key_file = "/k"
+            host_key_policy = "accept_any_insecure"
+            connect_timeout = "3s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.user, "kube");
+        assert_eq!(c.port, 2222);
+        assert_eq!(c.host_key_policy, HostKeyPolicy::AcceptAnyInsecure);
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.command_timeout, Duration::from_secs(300));
+        let t = c.target("w1", "10.0.0.1");
+        assert_eq!((t.name.as_str(), t.host.as_str(), t.port), ("w1", "10.0.0.1", 2222));
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys_and_bad_durations() {
+        let e = toml::from_str::<SshConfig>("passwrd = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("passwrd"), "{e}");
+        let e = toml::from_str::<SshConfig>("connect_timeout = \"soon\"").unwrap_err().to_string();
+        assert!(e.contains("invalid duration \"soon\""), "{e}");
+    }
+
+    #[test]
+    fn missing_key_or_known_hosts_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = SshConfig::default().target("w1", "127.0.0.1");
+        t.key_file = dir.path().join("nokey");
+        let e = SshNodeRemote::new(t.clone()).unwrap_err();
+        assert!(matches!(&e, Error::Config { key, .. } if key == "ssh.key_file"), "{e}");
+        std::fs::write(dir.path().join("key"), "x").unwrap();
+        t.key_file = dir.path().join("key");
+        t.known_hosts = dir.path().join("nohosts");
+        let e = SshNodeRemote::new(t.clone()).unwrap_err();
+        assert!(matches!(&e, Error::Config { key, .. } if key == "ssh.known_hosts"), "{e}");
+        t.host_key_policy = HostKeyPolicy::AcceptAnyInsecure;
+        SshNodeRemote::new(t).unwrap();
+    }
+
+    #[test]
+    fn line_logger_keeps_all_bytes() {
+        let mut l = LineLogger::new("n", "stdout");
+        l.push(b"ab");
+        l.push(b"c\nde\n");
+        l.push(b"f");
+        assert_eq!(l.finish(), "abc\nde\nf");
+    }
+}

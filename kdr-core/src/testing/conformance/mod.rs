@@ -1,0 +1,3 @@
+//! Conformance suites: the behaviour every implementation of a trait must show. Each real
+//! implementation runs its suite against a real server; each fake runs it too.
+pub mod node_remote;
