@@ -33,6 +33,7 @@ pub mod control_plane;
 pub mod error;
 pub mod etcd;
 pub mod failover;
+pub mod fence;
 pub mod health;
 pub mod remote;
 pub mod snapshot;
