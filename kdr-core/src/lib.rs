@@ -36,6 +36,7 @@ pub mod failover;
 pub mod fence;
 pub mod health;
 pub mod remote;
+pub mod runbook;
 pub mod snapshot;
 
 #[cfg(any(test, feature = "test-util"))]
