@@ -38,6 +38,7 @@ pub mod health;
 pub mod remote;
 pub mod runbook;
 pub mod snapshot;
+pub mod workers;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
