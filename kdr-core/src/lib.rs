@@ -13,11 +13,14 @@
 //! | module | trait | default implementations |
 //! | --- | --- | --- |
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
-//! | [`etcd`] | `EtcdRestorer` | `EtcdutlRestorer` (etcdutl, or etcdctl for 3.4) |
+//! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
 //! | [`remote`] | `NodeRemote` | `SshNodeRemote` |
 //! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
 //! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
+//!
+//! [`restore`] is the verified restore flow (download, verify, restore beside the target, swap, bundle)
+//! and restore drills; it composes the traits above.
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock.
@@ -35,6 +38,7 @@ pub mod etcd;
 pub mod failover;
 pub mod health;
 pub mod remote;
+pub mod restore;
 pub mod snapshot;
 
 #[cfg(any(test, feature = "test-util"))]
