@@ -292,6 +292,11 @@ impl<'a> Restore<'a> {
         }
         // Ours alone (a download of a backup set), so a stale one is simply replaced.
         let _ = std::fs::remove_file(&plan.download_to);
+        if let Some(parent) = target.parent() {
+            // A fresh host may not have the target's parent yet (e.g. /var/lib/etcd on a new node).
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+        }
 
         // 2. Download and verify everything before the target is touched.
         let file = download::snapshot_to_file(
