@@ -12,6 +12,7 @@
 //!
 //! | module | trait | default implementations |
 //! | --- | --- | --- |
+//! | [`backup`] | (entry point [`backup::backup`]) | one-pass etcd snapshot + bundle + manifest pipeline |
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
 //! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
@@ -31,6 +32,7 @@
 //! | `test-util` | [`testing`]: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod backup;
 pub mod clock;
 pub mod control_plane;
 pub mod error;

@@ -422,6 +422,36 @@ impl Write for ChannelWriter {
     }
 }
 
+/// Runs `produce` in a blocking thread, writing into a bounded channel, and returns the bytes it
+/// writes as a stream plus its result. If `produce` fails, the stream ends with its error; if
+/// the stream is dropped, `produce`'s writes fail with `BrokenPipe`.
+pub(crate) fn spawn_writer<T, F>(produce: F) -> (ByteStream, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Write) -> Result<T> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let err_tx = tx.clone();
+        let mut sink = ChannelWriter::new(tx);
+        let result = produce(&mut sink).and_then(|v| {
+            sink.finish().map_err(|e| Error::io("failed to hand on the stream", e))?;
+            Ok(v)
+        });
+        let result = match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = err_tx.blocking_send(Err(e));
+                Err(Error::io("stream producer failed", io::Error::other(msg)))
+            }
+        };
+        let _ = done_tx.send(result);
+    });
+    (ReceiverStream::new(rx).boxed(), done_rx)
+}
+
 /// Checks, before any download, that `key` can decrypt a set with `encryption`. Returns the
 /// identity to use, if any.
 ///

@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 
 pub mod codec;
 pub mod object_store;
+pub mod retention;
+pub mod verify;
 
 pub use self::object_store::{ObjectStoreSnapshotStore, StoreOptions};
 
