@@ -241,7 +241,8 @@ async fn bundle_restores_same_host_everything_and_new_host_the_identity_only() {
         BackupRequest { bundle_root: Some(source.path().to_owned()), ..Default::default() },
     )
     .await;
-    assert_eq!(manifest.bundle_files.len(), files.len());
+    // The kubeadm defaults, plus the ClusterConfiguration the backup adds.
+    assert_eq!(manifest.bundle_files.len(), files.len() + 1);
     let restorer = EtcdutlRestorer::new().with_bin_dir(bin_dir(EtcdVersion::V3_5_16));
     let restore = Restore::new(store.as_ref(), &restorer, &SystemClock);
 
@@ -267,8 +268,9 @@ async fn bundle_restores_same_host_everything_and_new_host_the_identity_only() {
     }
     for f in [
         "/etc/kubernetes/pki/apiserver.crt",
-        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/pki/apiserver.key",
         "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        "/etc/kubernetes/kubeadm-config.yaml",
     ] {
         assert!(!written.iter().any(|w| w.ends_with(f)), "{f} must not be restored on a new host");
         assert!(bundle.skipped.iter().any(|s| s.ends_with(f)), "{f} not reported as skipped");
@@ -295,7 +297,7 @@ async fn bundle_restores_same_host_everything_and_new_host_the_identity_only() {
     };
     let report = restore.run(&opts).await.unwrap();
     let bundle = report.bundle.unwrap();
-    assert_eq!(bundle.written.len(), files.len());
+    assert_eq!(bundle.written.len(), files.len() + 1);
     assert!(bundle.skipped.is_empty());
     for (path, content) in &files {
         assert_eq!(
@@ -312,7 +314,7 @@ async fn bundle_restores_same_host_everything_and_new_host_the_identity_only() {
     let mut opts = options(&inspect.path().join("etcd"), SetSelector::Latest, None);
     opts.bundle = BundleTarget::InspectAt(out.clone());
     let report = restore.run(&opts).await.unwrap();
-    assert_eq!(report.bundle.unwrap().written.len(), files.len());
+    assert_eq!(report.bundle.unwrap().written.len(), files.len() + 1);
     assert!(out.join("etc/kubernetes/pki/sa.key").exists());
 }
 

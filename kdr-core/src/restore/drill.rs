@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{SetSelector, bundle, download, select_set};
+use crate::backup::etcd_source::{EtcdSource, EtcdSourceOptions};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::etcd::local::{LocalEtcd, LocalEtcdOptions};
@@ -15,19 +16,8 @@ use crate::etcd::{EtcdRestorer, RestorePlan, RestoreSpec};
 use crate::snapshot::codec::EncryptionKey;
 use crate::snapshot::{SnapshotId, SnapshotStore};
 
-/// Keys read per range request (keys only; well under etcd-client's 4 MiB message limit).
-const PAGE: i64 = 5_000;
 /// The member name of a drill's throwaway etcd.
 const DRILL_MEMBER: &str = "kdr-drill";
-
-/// The inventory bucket of a key: the `<resource>` of `/registry/<resource>/...`, or `other`.
-/// The backup counts keys the same way into [`Manifest::key_inventory`](crate::snapshot::Manifest).
-pub fn resource_of(key: &[u8]) -> String {
-    key.strip_prefix(b"/registry/")
-        .and_then(|rest| rest.iter().position(|b| *b == b'/').filter(|i| *i > 0).map(|i| &rest[..i]))
-        .map(|r| String::from_utf8_lossy(r).into_owned())
-        .unwrap_or_else(|| "other".to_owned())
-}
 
 /// One resource whose key count differs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,38 +57,6 @@ pub fn compare_inventory(
             (e != f).then(|| InventoryDiff { resource: r.clone(), expected: e, found: f })
         })
         .collect()
-}
-
-/// Counts the keys per resource in etcd at `revision` (0 for the latest), paging through the
-/// whole keyspace with keys-only range requests.
-pub async fn scan_inventory(
-    client: &mut etcd_client::Client,
-    revision: i64,
-) -> Result<BTreeMap<String, u64>> {
-    let mut counts = BTreeMap::new();
-    let mut from = vec![0u8];
-    loop {
-        let mut opts = etcd_client::GetOptions::new().with_from_key().with_keys_only().with_limit(PAGE);
-        if revision > 0 {
-            opts = opts.with_revision(revision);
-        }
-        let resp = client
-            .get(from.clone(), Some(opts))
-            .await
-            .map_err(|e| Error::unavailable(format!("cannot read keys at revision {revision}"), e))?;
-        let kvs = resp.kvs();
-        for kv in kvs {
-            *counts.entry(resource_of(kv.key())).or_insert(0) += 1;
-        }
-        match kvs.last() {
-            Some(last) if resp.more() => {
-                from = last.key().to_vec();
-                from.push(0);
-            }
-            _ => break,
-        }
-    }
-    Ok(counts)
 }
 
 /// How to run a drill.
@@ -239,21 +197,18 @@ pub async fn drill(
     Ok(report)
 }
 
-/// Counts keys at `revision`; if the restored db was compacted past it (a compaction between the
-/// backup's status read and its snapshot), counts at the latest revision and says so.
+/// Counts keys at `revision`, the way the backup did ([`EtcdSource::key_inventory`]); if the
+/// restored db was compacted past it (a compaction between the backup's status read and its
+/// snapshot), counts at the latest revision and says so.
 async fn count_at(local: &LocalEtcd, revision: i64) -> Result<(BTreeMap<String, u64>, i64, Option<String>)> {
-    let mut client = local.client().await?;
-    match scan_inventory(&mut client, revision).await {
-        Ok(c) => Ok((c, revision, None)),
-        Err(e) if format!("{e:?}").contains("compacted") => {
-            let status = client
-                .status()
-                .await
-                .map_err(|e| Error::unavailable("cannot read the restored etcd's status", e))?;
-            let latest = status.header().map(|h| h.revision()).unwrap_or(0);
-            let counts = scan_inventory(&mut client, 0).await?;
+    let source = EtcdSource::connect(&EtcdSourceOptions::new(local.client_url())).await?;
+    match source.key_inventory(revision).await {
+        Ok(inv) => Ok((inv.by_resource, revision, None)),
+        Err(e) if e.to_string().contains("compacted") => {
+            let latest = source.status().await?.revision;
+            let inv = source.key_inventory(latest).await?;
             Ok((
-                counts,
+                inv.by_resource,
                 latest,
                 Some(format!(
                     "revision {revision} was compacted in the snapshot; keys were counted at revision {latest}"
@@ -271,19 +226,6 @@ fn ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resources_are_the_first_segment_under_registry() {
-        assert_eq!(resource_of(b"/registry/pods/default/web-1"), "pods");
-        assert_eq!(
-            resource_of(b"/registry/apiregistration.k8s.io/apiservices/v1."),
-            "apiregistration.k8s.io"
-        );
-        assert_eq!(resource_of(b"/registry/ranges/serviceips"), "ranges");
-        assert_eq!(resource_of(b"/registry/health"), "other");
-        assert_eq!(resource_of(b"/registry//x"), "other");
-        assert_eq!(resource_of(b"compact_rev_key"), "other");
-    }
 
     #[test]
     fn diffs_show_missed_and_surplus_per_resource() {
