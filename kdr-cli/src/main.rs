@@ -1,1 +1,60 @@
-fn main() {}
+//! `kdr`: ad-hoc disaster-recovery operations for kubeadm clusters.
+//!
+//! Thin by design: each subcommand (one file each) parses its flags, loads the configuration
+//! (file, then `KDR_*` environment, then flags), calls one kdr-core entry point and prints the
+//! result. Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod backup;
+mod common;
+mod keygen;
+mod snapshot;
+
+/// Kubernetes control-plane disaster recovery for kubeadm clusters.
+#[derive(Debug, Parser)]
+#[command(name = "kdr", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: common::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stream a backup set (etcd snapshot + control-plane bundle + manifest) to a store.
+    Backup(backup::BackupArgs),
+    /// List, inspect, verify, download, prune and delete backup sets.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// Generate an age identity file for encrypted backups (mode 0600).
+    Keygen(keygen::KeygenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    common::init_tracing(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return common::report(anyhow::Error::new(e).context("failed to start the async runtime")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Backup(args) => backup::run(&cli.global, args).await,
+            Command::Snapshot(cmd) => snapshot::run(&cli.global, cmd).await,
+            Command::Keygen(args) => keygen::run(&cli.global, args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => common::report(e),
+    }
+}

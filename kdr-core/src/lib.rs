@@ -34,6 +34,7 @@
 
 pub mod backup;
 pub mod clock;
+pub mod config;
 pub mod control_plane;
 pub mod error;
 pub mod etcd;
