@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 mod backup;
 mod common;
+mod drill;
 mod keygen;
+mod restore;
 mod snapshot;
 
 /// Kubernetes control-plane disaster recovery for kubeadm clusters.
@@ -31,6 +33,10 @@ enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Generate an age identity file for encrypted backups (mode 0600).
     Keygen(keygen::KeygenArgs),
+    /// Restore a backup set into an etcd data dir (verified first; the old dir is moved aside).
+    Restore(restore::RestoreArgs),
+    /// Prove a backup set restores: restore it into a temp dir, serve it, compare its keys.
+    Drill(drill::DrillArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
             Command::Backup(args) => backup::run(&cli.global, args).await,
             Command::Snapshot(cmd) => snapshot::run(&cli.global, cmd).await,
             Command::Keygen(args) => keygen::run(&cli.global, args),
+            Command::Restore(args) => restore::run(&cli.global, args).await,
+            Command::Drill(args) => drill::run(&cli.global, args).await,
         }
     });
     match result {

@@ -57,6 +57,8 @@ pub struct Config {
     pub backup: BackupConfig,
     /// `[retention]`
     pub retention: RetentionPolicy,
+    /// `[restore]` (see [`RestoreConfig`](crate::restore::config::RestoreConfig)).
+    pub restore: crate::restore::config::RestoreConfig,
 }
 
 /// `[cluster]`: identity of the cluster.
@@ -301,6 +303,7 @@ impl Config {
         if let Some(v) = get("KDR_STORE_MAX_RETRIES") {
             self.store.max_retries = parse_num("KDR_STORE_MAX_RETRIES", &v)?;
         }
+        self.restore.apply_env(env)?;
         self.store.secrets.secret_access_key = get("AWS_SECRET_ACCESS_KEY");
         self.store.secrets.session_token = get("AWS_SESSION_TOKEN");
         self.store.secrets.provider_options = env

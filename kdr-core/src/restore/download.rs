@@ -210,7 +210,7 @@ pub async fn bundle_bytes(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An etcd-like snapshot: `n` 512-byte pages, then the sha256 of them.

@@ -25,6 +25,7 @@ use crate::snapshot::codec::EncryptionKey;
 use crate::snapshot::{MANIFEST_SCHEMA_VERSION, Manifest, ObjectKind, SnapshotId, SnapshotStore};
 
 pub mod bundle;
+pub mod config;
 pub mod datadir;
 pub mod download;
 pub mod drill;
@@ -42,6 +43,33 @@ pub enum SetSelector {
     Id(SnapshotId),
     /// The newest complete set created at or before this time.
     Before(DateTime<Utc>),
+}
+
+impl SetSelector {
+    /// The selector for `--snapshot ID` / `--before TIME` (at most one; neither means the newest).
+    /// TIME is RFC 3339 (`2026-11-21T05:00:00Z`) or a set id's timestamp (`20261121T050000Z`).
+    pub fn from_flags(snapshot: Option<&str>, before: Option<&str>) -> Result<Self> {
+        match (snapshot, before) {
+            (Some(_), Some(_)) => {
+                Err(Error::config("--before", "give --snapshot ID or --before TIME, not both"))
+            }
+            (Some("latest") | None, None) => Ok(Self::Latest),
+            (Some(id), None) => Ok(Self::Id(SnapshotId::parse(id)?)),
+            (None, Some(t)) => {
+                let parsed = DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)).or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").map(|n| n.and_utc())
+                });
+                parsed.map(Self::Before).map_err(|_| {
+                    Error::config(
+                        "--before",
+                        format!(
+                            "{t:?} is not a time: use RFC 3339 (2026-11-21T05:00:00Z) or 20261121T050000Z"
+                        ),
+                    )
+                })
+            }
+        }
+    }
 }
 
 /// The manifest of the selected set. Errors: [`Error::NotFound`] naming the store and the
@@ -79,6 +107,9 @@ pub async fn select_set(store: &dyn SnapshotStore, selector: &SetSelector) -> Re
 /// What to do with the set's bundle of control-plane files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BundleTarget {
+    /// Nothing chosen: fine for a set without a bundle, refused (naming the choices) for a set
+    /// with one, since a restore that silently leaves out the CA is a trap.
+    Unchosen,
     /// Leave it (`--no-bundle`).
     Skip,
     /// Write every file under this dir, for inspection (`--bundle-to DIR`).
@@ -208,6 +239,18 @@ impl<'a> Restore<'a> {
         let has_bundle = manifest.object(ObjectKind::Bundle).is_some();
         let n = manifest.bundle_files.len();
         let bundle = match (&opts.bundle, has_bundle) {
+            (BundleTarget::Unchosen, true) => {
+                return Err(Error::config(
+                    "--bundle-mode",
+                    format!(
+                        "backup set {} has a bundle of {n} control-plane files; choose what to do with it: \
+                         --bundle-mode same-host (every file to its original path: same IP and hostname), \
+                         --bundle-mode new-host (only the cluster identity: CA pairs, service-account keys, \
+                         encryption config), --bundle-to DIR (inspect), or --no-bundle",
+                        manifest.id
+                    ),
+                ));
+            }
             (BundleTarget::Skip, _) => "not restored (--no-bundle)".to_owned(),
             (_, false) => {
                 notes.push("the set has no bundle (it was backed up with --no-bundle)".to_owned());
@@ -308,7 +351,7 @@ impl<'a> Restore<'a> {
         .await?;
         let cleanup_download = scopeguard(&plan.download_to);
         let bundle_entries = match &opts.bundle {
-            BundleTarget::Skip => None,
+            BundleTarget::Skip | BundleTarget::Unchosen => None,
             _ => match download::bundle_bytes(self.store, &manifest, opts.encryption_key.as_ref()).await? {
                 Some(tar) => Some(bundle::read_bundle(&tar, &manifest)?),
                 None => None,
@@ -452,11 +495,205 @@ fn ms(d: Duration) -> u64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
+    use async_trait::async_trait;
+    use bytes::Bytes;
     use chrono::TimeZone;
+    use futures::StreamExt;
 
     use super::*;
-    use crate::snapshot::{Compression, Encryption, SnapshotSource};
+    use crate::clock::{Clock, ManualClock};
+    use crate::etcd::RestoreTool;
+    use crate::snapshot::codec::{self, EncodeOptions};
+    use crate::snapshot::{Compression, Encryption, ObjectEntry, ObjectStoreSnapshotStore, SnapshotSource};
+
+    /// A restorer that "restores" by copying the snapshot to `<dir>/member/snap/db`, or fails.
+    #[derive(Debug)]
+    struct CopyRestorer {
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl EtcdRestorer for CopyRestorer {
+        async fn plan(&self, _: &Path, _: &RestoreSpec) -> Result<RestorePlan> {
+            Ok(RestorePlan {
+                tool: RestoreTool::Etcdutl { path: "copy".into(), version: "0.0.0".into() },
+                command: "copy".into(),
+                bump_revision: None,
+                notes: vec![],
+            })
+        }
+        async fn restore(&self, snapshot: &Path, spec: &RestoreSpec) -> Result<RestorePlan> {
+            std::fs::create_dir_all(spec.data_dir.join("member/snap")).unwrap();
+            if self.fail {
+                std::fs::remove_dir_all(&spec.data_dir).unwrap();
+                return Err(Error::CommandFailed {
+                    host: "localhost".into(),
+                    command: "copy".into(),
+                    exit_code: Some(1),
+                    stderr: "boom".into(),
+                });
+            }
+            std::fs::copy(snapshot, spec.data_dir.join("member/snap/db")).unwrap();
+            self.plan(snapshot, spec).await
+        }
+    }
+
+    async fn put(store: &dyn SnapshotStore, id: &SnapshotId, kind: ObjectKind, raw: Vec<u8>) -> ObjectEntry {
+        let opts = EncodeOptions::default();
+        let name = opts.object_name(kind);
+        let enc = codec::encode(futures::stream::once(async move { Ok(Bytes::from(raw)) }).boxed(), &opts);
+        let stored = store.put_object(id, &name, enc.stream).await.unwrap();
+        let raw = enc.raw.digest().await.unwrap();
+        ObjectEntry {
+            name,
+            kind,
+            stored_size: stored.size,
+            stored_sha256: stored.sha256,
+            raw_size: raw.size,
+            raw_sha256: raw.sha256.unwrap(),
+        }
+    }
+
+    /// Commits a set created at `at` with a fake etcd snapshot and, optionally, a bundle.
+    async fn put_set(store: &dyn SnapshotStore, at: DateTime<Utc>, bundle: bool) -> (Manifest, Vec<u8>) {
+        let mut m = manifest();
+        m.id = SnapshotId::new(at);
+        m.created_at = at;
+        let snap = download::tests::fake_snapshot(8);
+        m.objects.push(put(store, &m.id, ObjectKind::EtcdSnapshot, snap.clone()).await);
+        if bundle {
+            let (tar, files) = bundle::tests::tar_and_files(bundle::tests::FILES);
+            m.objects.push(put(store, &m.id, ObjectKind::Bundle, tar).await);
+            m.bundle_files = files;
+        }
+        store.commit(&m).await.unwrap();
+        (m, snap)
+    }
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, h, 0, 0).unwrap()
+    }
+
+    fn opts(target: &Path, set: SetSelector, bundle: BundleTarget) -> RestoreOptions {
+        RestoreOptions {
+            set,
+            member: RestoreSpec::new("m1", "https://10.0.0.5:2380", target),
+            peer_url_source: "test".into(),
+            bundle,
+            encryption_key: None,
+        }
+    }
+
+    fn memory() -> Arc<dyn SnapshotStore> {
+        Arc::new(ObjectStoreSnapshotStore::from_url("memory://", &Default::default()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn restores_the_chosen_set_and_moves_the_old_dir_aside() {
+        let store = memory();
+        let (old_set, _) = put_set(store.as_ref(), at(3), false).await;
+        let (_, snap) = put_set(store.as_ref(), at(5), false).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("etcd");
+        std::fs::create_dir_all(target.join("member/snap")).unwrap();
+        std::fs::write(target.join("member/snap/db"), "old db").unwrap();
+        let clock = ManualClock::new(at(9), crate::clock::SystemClock.instant());
+        let restorer = CopyRestorer { fail: false };
+        let restore = Restore::new(store.as_ref(), &restorer, &clock);
+
+        let report = restore.run(&opts(&target, SetSelector::Latest, BundleTarget::Unchosen)).await.unwrap();
+        assert_eq!(std::fs::read(target.join("member/snap/db")).unwrap(), snap);
+        let aside = tmp.path().join("etcd.kdr-replaced-20261121T090000Z");
+        assert_eq!(report.replaced.as_deref(), Some(aside.as_path()));
+        assert_eq!(std::fs::read_to_string(aside.join("member/snap/db")).unwrap(), "old db");
+        assert_eq!(report.etcd_hash, hex::encode(&snap[snap.len() - 32..]));
+        let names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into())
+            .collect();
+        assert_eq!(names.len(), 2, "no download or partial left: {names:?}");
+
+        // --before picks the older set.
+        let before = SetSelector::Before(at(4));
+        let plan = restore.plan(&opts(&target, before, BundleTarget::Skip)).await.unwrap();
+        assert_eq!(plan.set, old_set.id);
+        let e =
+            restore.plan(&opts(&target, SetSelector::Before(at(1)), BundleTarget::Skip)).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_restore_leaves_the_target_and_nothing_else() {
+        let store = memory();
+        put_set(store.as_ref(), at(5), false).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("etcd");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("keep"), "old").unwrap();
+        let restorer = CopyRestorer { fail: true };
+        let e = Restore::new(store.as_ref(), &restorer, &crate::clock::SystemClock)
+            .run(&opts(&target, SetSelector::Latest, BundleTarget::Skip))
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("boom") && msg.contains("was not changed"), "{msg}");
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("etcd")]);
+        assert_eq!(std::fs::read_to_string(target.join("keep")).unwrap(), "old");
+    }
+
+    #[tokio::test]
+    async fn a_set_with_a_bundle_needs_an_explicit_choice() {
+        let store = memory();
+        let (m, _) = put_set(store.as_ref(), at(5), true).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let restorer = CopyRestorer { fail: false };
+        let restore = Restore::new(store.as_ref(), &restorer, &crate::clock::SystemClock);
+        let target = tmp.path().join("etcd");
+        let e = restore.run(&opts(&target, SetSelector::Latest, BundleTarget::Unchosen)).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(e.is_usage(), "{msg}");
+        assert!(msg.contains(m.id.as_str()) && msg.contains("--bundle-mode new-host"), "{msg}");
+        assert!(!target.exists());
+
+        let root = tmp.path().join("root");
+        let bundle = BundleTarget::Install { mode: BundleMode::NewHost, root: root.clone(), aside: None };
+        let report = restore.run(&opts(&target, SetSelector::Latest, bundle)).await.unwrap();
+        let b = report.bundle.unwrap();
+        assert_eq!(b.written.len(), 9);
+        assert!(root.join("etc/kubernetes/pki/ca.key").exists());
+        assert!(!root.join("etc/kubernetes/admin.conf").exists());
+    }
+
+    /// A plausible manifest, for unit tests.
+    #[test]
+    fn set_selectors_from_flags() {
+        assert_eq!(SetSelector::from_flags(None, None).unwrap(), SetSelector::Latest);
+        assert_eq!(SetSelector::from_flags(Some("latest"), None).unwrap(), SetSelector::Latest);
+        let id = "20261121T051115Z-1a2b3c4d";
+        assert_eq!(
+            SetSelector::from_flags(Some(id), None).unwrap(),
+            SetSelector::Id(SnapshotId::parse(id).unwrap())
+        );
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 5, 0, 0).unwrap();
+        assert_eq!(
+            SetSelector::from_flags(None, Some("2026-11-21T05:00:00Z")).unwrap(),
+            SetSelector::Before(t)
+        );
+        assert_eq!(
+            SetSelector::from_flags(None, Some("2026-11-21T06:00:00+01:00")).unwrap(),
+            SetSelector::Before(t)
+        );
+        assert_eq!(SetSelector::from_flags(None, Some("20261121T050000Z")).unwrap(), SetSelector::Before(t));
+        assert!(
+            SetSelector::from_flags(None, Some("yesterday")).unwrap_err().to_string().contains("--before")
+        );
+        assert!(SetSelector::from_flags(Some(id), Some("20261121T050000Z")).is_err());
+        assert!(SetSelector::from_flags(Some("nope"), None).is_err());
+    }
 
     /// A plausible manifest, for unit tests.
     pub(crate) fn manifest() -> Manifest {
