@@ -12,12 +12,16 @@
 //!
 //! | module | trait | default implementations |
 //! | --- | --- | --- |
+//! | [`backup`] | (entry point [`backup::backup`]) | one-pass etcd snapshot + bundle + manifest pipeline |
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
-//! | [`etcd`] | `EtcdRestorer` | `EtcdutlRestorer` (etcdutl, or etcdctl for 3.4) |
+//! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
 //! | [`remote`] | `NodeRemote` | `SshNodeRemote` |
 //! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
 //! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
+//!
+//! [`restore`] is the verified restore flow (download, verify, restore beside the target, swap, bundle)
+//! and restore drills; it composes the traits above.
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock.
@@ -28,7 +32,9 @@
 //! | `test-util` | [`testing`]: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod backup;
 pub mod clock;
+pub mod config;
 pub mod control_plane;
 pub mod error;
 pub mod etcd;
@@ -36,6 +42,7 @@ pub mod failover;
 pub mod fence;
 pub mod health;
 pub mod remote;
+pub mod restore;
 pub mod runbook;
 pub mod snapshot;
 pub mod workers;
