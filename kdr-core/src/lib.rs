@@ -17,8 +17,8 @@
 //! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
 //! | [`remote`] | `NodeRemote` | `SshNodeRemote` |
-//! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
-//! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
+//! | [`health`] | [`health::HealthProbe`] | `ApiServerProbe` (HTTPS, reqwest+rustls), `TcpProbe`, `IcmpProbe` (surge-ping), `WitnessProbe` (via `NodeRemote`), `SelfProbe`; `ProbeSet` runs bounded rounds |
+//! | [`failover`] | [`failover::DetectorPolicy`], [`failover::StateStore`] | `FailoverDetector` (a pure state machine), `SeedRulePolicy`; `FileStateStore`, `InMemoryStateStore`; `trace` (JSONL recording and replay) |
 //!
 //! [`restore`] is the verified restore flow (download, verify, restore beside the target, swap, bundle)
 //! and restore drills; it composes the traits above.

@@ -1,1 +1,47 @@
-fn main() {}
+//! `kdr-monitor`: the long-running failover monitor.
+//!
+//! Thin: parse arguments, call one kdr-core entry point, map the result to an exit code
+//! (0 ok, 1 operation failed, 2 usage or input error).
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod replay;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kdr-monitor",
+    version,
+    about = "Watches the primary control plane and fails over to the standby"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a recorded trace (JSON Lines) through the failover detector and print its decisions.
+    Replay(replay::ReplayArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kdr-monitor: {err:#}");
+            exit_code(&err)
+        }
+    }
+}
+
+/// 2 for bad input or configuration (a malformed trace), 1 for anything else.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    let usage =
+        err.chain().any(|e| e.downcast_ref::<kdr_core::Error>().is_some_and(kdr_core::Error::is_usage));
+    if usage { ExitCode::from(2) } else { ExitCode::from(1) }
+}
