@@ -70,7 +70,12 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SnapshotStore>> {
 /// Prints an error and returns its exit code: 2 for usage/config errors, 1 otherwise.
 pub fn report(e: anyhow::Error) -> ExitCode {
     let usage = e.chain().any(|c| c.downcast_ref::<kdr_core::Error>().is_some_and(|k| k.is_usage()));
-    eprintln!("error: {e:#}");
+    let top = e.to_string();
+    let root = e.root_cause().to_string();
+    eprintln!("error: {top}");
+    if !top.contains(&root) {
+        eprintln!("  caused by: {root}");
+    }
     ExitCode::from(if usage { 2 } else { 1 })
 }
 
