@@ -410,3 +410,36 @@ fn self_probe_not_required_relies_on_witnesses() {
         .collect();
     assert_eq!(has(&log, "promote 1"), vec![300.0], "{log:?}");
 }
+
+#[test]
+fn a_wall_clock_step_changes_nothing() {
+    // The monitor reads both clocks from one Clock; only the monotonic one reaches the detector.
+    use crate::clock::ManualClock;
+    let run = |step_wall_clock: bool| {
+        let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH, SystemClock.instant());
+        let (mut det, _) =
+            FailoverDetector::start(cfg(), Box::new(SeedRulePolicy), None, clock.instant()).unwrap();
+        let mut promoted_at = None;
+        for i in 0..60 {
+            if i == 15 && step_wall_clock {
+                clock.set_utc(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(3650)); // NTP jump
+            }
+            let round = vec![
+                Observation::Api { ok: false },
+                Observation::Host { ok: false },
+                Observation::SelfCheck { ok: true },
+            ];
+            for a in det.handle(Input::Round(round), clock.instant()) {
+                if let Action::Persist(p) = a
+                    && p.has_commands()
+                {
+                    promoted_at.get_or_insert(i);
+                }
+            }
+            clock.advance(Duration::from_secs(10));
+        }
+        promoted_at
+    };
+    assert_eq!(run(false), Some(30));
+    assert_eq!(run(true), Some(30));
+}
