@@ -330,8 +330,8 @@ async fn rejoin_runs_the_exact_sequence_moves_data_aside_and_keeps_the_token_off
             "systemctl stop kubelet".into(),
             "systemctl restart containerd".into(),
             "crictl info".into(),
-            "systemctl start kubelet".into(),
             kubectl_wait("worker-1"), // the restored Node object must be NotReady before a join
+            "systemctl start kubelet".into(),
             "kubeadm join --config /run/kdr/join-worker-1.yaml".into(),
             "systemctl is-active kubelet".into(),
             kubectl_wait("worker-1"),
@@ -404,4 +404,38 @@ async fn a_worker_whose_node_never_becomes_ready_times_out_on_that_condition() {
     let polls =
         c.nodes[0].recorded_calls().await.unwrap().iter().filter(|l| l.starts_with("kubectl")).count();
     assert!(polls >= 3, "polled every 200 ms for 2 s, saw {polls}");
+}
+
+#[tokio::test]
+async fn a_failure_inside_a_step_script_names_the_step_that_failed() {
+    let c = workers(2).await;
+    // worker-1 was never joined (no kubelet.conf): rewire says so and suggests rejoin.
+    c.nodes[0].exec("rm /etc/kubernetes/kubelet.conf").await.unwrap();
+    // worker-2's backup cannot be written (a `cp` that fails, shadowing the real one): the step
+    // after the read fails, and nothing after it runs.
+    let stamp_dir = "/etc/kubernetes/kubelet.conf.kdr-";
+    let plan = RecoveryPlan::Rewire { endpoint: "https://192.168.30.202:6443".into() };
+    c.nodes[1]
+        .install_file(
+            "/usr/local/bin/cp",
+            b"#!/bin/sh\necho 'cp: cannot create regular file: Read-only file system' >&2\nexit 1\n",
+            0o755,
+        )
+        .await
+        .unwrap();
+    let report =
+        recover_workers(&c.targets, &plan, &fast_config(RecoveryMode::Rewire), &c.readiness, &SystemClock)
+            .await;
+    println!("{report}");
+    let (step, e) = report.results[0].error.as_ref().unwrap();
+    assert_eq!(step, "read kubelet kubeconfig");
+    assert!(matches!(e, Error::NotFound { .. }) && e.to_string().contains("use mode rejoin"), "{e}");
+    let (step, e) = report.results[1].error.as_ref().unwrap();
+    assert_eq!(step, "back up kubelet kubeconfig");
+    assert!(e.to_string().contains(&format!("cp -p /etc/kubernetes/kubelet.conf {stamp_dir}")), "{e}");
+    assert!(e.to_string().contains("Read-only file system"), "{e}");
+    // Neither got as far as restarting kubelet.
+    for n in &c.nodes {
+        assert!(n.recorded_calls().await.unwrap().is_empty());
+    }
 }

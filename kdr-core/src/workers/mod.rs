@@ -407,63 +407,94 @@ impl Recovery<'_> {
         RemoteCommand::new(line, self.config.command_timeout).with_sudo()
     }
 
-    /// Runs a root command that must exit 0; `step` names it in the result table.
-    async fn step(&self, step: &str, line: String) -> StepResult<CommandOutput> {
-        tracing::info!(worker = self.node(), step, "step");
+    /// Runs `steps` as one root shell script (one ssh round trip instead of one per step), each
+    /// step announced on stdout by a `kdr-step: NAME` line so that a failure is attributed to
+    /// the step that failed. `set -e` stops at the first failing step. `prologue` runs first
+    /// (e.g. a cleanup trap). The whole script is logged by the [`NodeRemote`].
+    async fn script(
+        &self,
+        prologue: &str,
+        steps: &[(&str, String)],
+        stdin: Option<&[u8]>,
+    ) -> StepResult<CommandOutput> {
+        let mut line = String::from("set -e\n");
+        line.push_str(prologue);
+        for (name, command) in steps {
+            line.push_str(&format!("echo {}; {command}\n", shell_quote(&format!("{STEP_MARK}{name}"))));
+        }
+        let first = steps.first().map(|(n, _)| *n).unwrap_or("script");
+        tracing::info!(worker = self.node(), steps = ?steps.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "running steps");
         let c = self.cmd(line);
-        let out = self.worker.remote.run(&c).await.map_err(|e| (step.to_owned(), e))?;
-        out.check(self.node(), &c).map_err(|e| (step.to_owned(), e))
+        let out = match stdin {
+            Some(data) => self.worker.remote.run_with_stdin(&c, data).await,
+            None => self.worker.remote.run(&c).await,
+        }
+        .map_err(|e| (first.to_owned(), e))?;
+        if out.success() {
+            return Ok(out);
+        }
+        let step =
+            out.stdout.lines().rev().find_map(|l| l.strip_prefix(STEP_MARK)).unwrap_or(first).to_owned();
+        let command = steps.iter().find(|(n, _)| *n == step).map(|(_, c)| c.clone()).unwrap_or_default();
+        let failed = RemoteCommand { command, ..c };
+        Err((step, out.check(self.node(), &failed).expect_err("a failed script")))
     }
 
     async fn rewire(&self, endpoint: &str) -> StepResult {
         let kubeconfig = self.config.kubelet_kubeconfig.to_string_lossy().into_owned();
         let q = shell_quote(&kubeconfig);
-        let current = self
-            .step("read kubelet kubeconfig", format!("grep -E '^[[:space:]]*server:' {q}"))
-            .await
-            .map_err(|(s, e)| {
-                let hint = format!(
-                    "{kubeconfig} has no server: line or is missing (was this worker ever joined, or was it \
-                     reset? then use mode rejoin)"
-                );
-                (
-                    s,
-                    Error::NotFound {
-                        what: format!("kubelet kubeconfig on {}", self.node()),
-                        hint: Some(format!("{hint}; {e}")),
-                    },
-                )
-            })?;
-        tracing::info!(worker = self.node(), from = current.stdout.trim(), to = endpoint, "rewiring kubelet");
         let backup = shell_quote(&format!("{kubeconfig}.kdr-{}", self.stamp));
-        self.step("back up kubelet kubeconfig", format!("cp -p {q} {backup}")).await?;
         let sed = format!("s#^([[:space:]]*server:[[:space:]]*).*$#\\1{endpoint}#");
-        self.step("rewrite kubelet kubeconfig", format!("sed -i -E {} {q}", shell_quote(&sed))).await?;
-        self.step("restart kubelet", "systemctl restart kubelet".into()).await?;
+        let steps = [
+            (READ_KUBECONFIG, format!("grep -E '^[[:space:]]*server:' {q}")),
+            ("back up kubelet kubeconfig", format!("cp -p {q} {backup}")),
+            ("rewrite kubelet kubeconfig", format!("sed -i -E {} {q}", shell_quote(&sed))),
+            ("restart kubelet", "systemctl restart kubelet".into()),
+        ];
+        tracing::info!(worker = self.node(), to = endpoint, "rewiring kubelet");
+        self.script("", &steps, None).await.map_err(|(step, e)| {
+            if step != READ_KUBECONFIG || !matches!(e, Error::CommandFailed { .. }) {
+                return (step, e);
+            }
+            let hint = format!(
+                "{kubeconfig} has no server: line or is missing (was this worker ever joined, or was it reset? \
+                 then use mode rejoin); {e}"
+            );
+            (step, Error::NotFound { what: format!("kubelet kubeconfig on {}", self.node()), hint: Some(hint) })
+        })?;
         self.wait_kubelet_active().await?;
         self.wait_node_ready().await
     }
 
     async fn rejoin(&self, join: &JoinCommand) -> StepResult {
-        self.step("kubeadm reset", "kubeadm reset -f".into()).await?;
-        self.step("stop kubelet", "systemctl stop kubelet".into()).await?;
-        for dir in &self.config.move_aside {
-            let d = dir.to_string_lossy();
-            let (from, to) = (shell_quote(&d), shell_quote(&format!("{d}.kdr-moved-{}", self.stamp)));
-            let line = format!(
-                "if [ -e {from} ]; then if [ -e {to} ]; then echo {to} already exists >&2; exit 1; fi; \
-                 mv {from} {to}; fi"
-            );
-            self.step(&format!("move aside {d}"), line).await?;
-        }
-        self.step("restart containerd", "systemctl restart containerd".into()).await?;
+        let mut steps = vec![
+            ("kubeadm reset", "kubeadm reset -f".to_owned()),
+            ("stop kubelet", "systemctl stop kubelet".into()),
+        ];
+        let moves: Vec<(String, String)> = self
+            .config
+            .move_aside
+            .iter()
+            .map(|dir| {
+                let d = dir.to_string_lossy();
+                let (from, to) = (shell_quote(&d), shell_quote(&format!("{d}.kdr-moved-{}", self.stamp)));
+                let line = format!(
+                    "if [ -e {from} ]; then if [ -e {to} ]; then echo {to} already exists >&2; exit 1; fi; \
+                     mv {from} {to}; fi"
+                );
+                (format!("move aside {d}"), line)
+            })
+            .collect();
+        steps.extend(moves.iter().map(|(n, l)| (n.as_str(), l.clone())));
+        steps.push(("restart containerd", "systemctl restart containerd".into()));
+        self.script("", &steps, None).await?;
         self.wait_until("container runtime ready", self.config.runtime_ready_timeout, || async {
             let out = self.worker.remote.run(&self.cmd("crictl info".into())).await?;
             Ok(if out.success() { None } else { Some(format!("crictl info: {}", last_line(&out))) })
         })
         .await?;
-        self.step("start kubelet", "systemctl start kubelet".into()).await?;
-        // kubeadm refuses to join a name whose Node object is Ready; the restored one is stale.
+        // kubeadm refuses to join a name whose Node object is Ready; the restored one is stale
+        // (its kubelet is stopped, and cannot reach the new control plane anyway).
         self.wait_until("stale Node object NotReady", self.config.stale_node_timeout, || async {
             Ok(match self.readiness.node_state(self.node()).await? {
                 NodeState::Ready => Some("the restored Node object still reports Ready".into()),
@@ -476,27 +507,21 @@ impl Recovery<'_> {
         self.wait_node_ready().await
     }
 
-    /// Writes the JoinConfiguration (with the token) through stdin into a root-only file, joins
-    /// with it, and removes it whatever the join's outcome.
+    /// Starts kubelet, writes the JoinConfiguration (with the token) from stdin into a root-only
+    /// file, and joins with it; an exit trap removes the file whatever the outcome.
     async fn join(&self, join: &JoinCommand) -> StepResult {
         let dir = self.config.join_config_dir.to_string_lossy().into_owned();
         let file = format!("{dir}/join-{}.yaml", self.node());
         let (qdir, qfile) = (shell_quote(&dir), shell_quote(&file));
         let doc = join.join_configuration(&self.config.join_config_api_version, self.node());
-        let write = self.cmd(format!("umask 077 && mkdir -p {qdir} && cat > {qfile}"));
-        let step = "write join configuration";
-        tracing::info!(worker = self.node(), step, join = %join.redacted(), "step");
-        let out = self
-            .worker
-            .remote
-            .run_with_stdin(&write, doc.as_bytes())
-            .await
-            .map_err(|e| (step.to_owned(), e))?;
-        out.check(self.node(), &write).map_err(|e| (step.to_owned(), e))?;
-        let joined = self.step("kubeadm join", format!("kubeadm join --config {qfile}")).await;
-        let removed = self.step("remove join configuration", format!("rm -f {qfile}")).await;
-        joined?;
-        removed.map(drop)
+        tracing::info!(worker = self.node(), join = %join.redacted(), "joining");
+        let steps = [
+            ("start kubelet", "systemctl start kubelet".to_owned()),
+            ("write join configuration", format!("umask 077; mkdir -p {qdir}; cat > {qfile}")),
+            ("kubeadm join", format!("kubeadm join --config {qfile}")),
+        ];
+        let prologue = format!("trap {} EXIT\n", shell_quote(&format!("rm -f {qfile}")));
+        self.script(&prologue, &steps, Some(doc.as_bytes())).await.map(drop)
     }
 
     async fn wait_kubelet_active(&self) -> StepResult {
@@ -554,6 +579,10 @@ impl Recovery<'_> {
         }
     }
 }
+
+/// Announces a step on stdout inside a step script.
+const STEP_MARK: &str = "kdr-step: ";
+const READ_KUBECONFIG: &str = "read kubelet kubeconfig";
 
 fn last_line(out: &CommandOutput) -> String {
     let text = if out.stderr.trim().is_empty() { &out.stdout } else { &out.stderr };

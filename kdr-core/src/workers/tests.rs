@@ -84,24 +84,47 @@ fn workers(names: &[&str]) -> (Vec<Arc<RecordingNodeRemote>>, Vec<WorkerTarget>)
     (fakes, targets)
 }
 
+const REWIRE_SCRIPT: &str = "set -e
+echo 'kdr-step: read kubelet kubeconfig'; grep -E '^[[:space:]]*server:' /etc/kubernetes/kubelet.conf
+echo 'kdr-step: back up kubelet kubeconfig'; cp -p /etc/kubernetes/kubelet.conf /etc/kubernetes/kubelet.conf.kdr-20261121T051115Z
+echo 'kdr-step: rewrite kubelet kubeconfig'; sed -i -E 's#^([[:space:]]*server:[[:space:]]*).*$#\\1https://10.0.0.9:6443#' /etc/kubernetes/kubelet.conf
+echo 'kdr-step: restart kubelet'; systemctl restart kubelet
+";
+
 #[tokio::test(start_paused = true)]
 async fn rewire_runs_exactly_these_commands() {
     let (fakes, targets) = workers(&["worker-1"]);
     let ready = ScriptedReadiness::default();
     let report = recover_workers(&targets, &rewire_plan(), &config(), &ready, &clock()).await;
     report.check().unwrap();
-    assert_eq!(
-        fakes[0].calls(),
-        [
-            "sudo -n sh -c 'grep -E '\\''^[[:space:]]*server:'\\'' /etc/kubernetes/kubelet.conf'",
-            "sudo -n sh -c 'cp -p /etc/kubernetes/kubelet.conf /etc/kubernetes/kubelet.conf.kdr-20261121T051115Z'",
-            "sudo -n sh -c 'sed -i -E '\\''s#^([[:space:]]*server:[[:space:]]*).*$#\\1https://10.0.0.9:6443#'\\'' /etc/kubernetes/kubelet.conf'",
-            "sudo -n sh -c 'systemctl restart kubelet'",
-            "sudo -n sh -c 'systemctl is-active kubelet'",
-        ]
-    );
+    assert_eq!(fakes[0].commands(), [REWIRE_SCRIPT, "systemctl is-active kubelet"]);
+    assert!(fakes[0].recorded().iter().all(|c| c.command.sudo), "every recovery command runs as root");
     assert_eq!(ready.checks.load(Ordering::SeqCst), 1);
     assert_eq!(report.results[0].mode, RecoveryMode::Rewire);
+}
+
+fn rejoin_scripts(node: &str) -> [String; 2] {
+    let m = |d: &str| {
+        format!(
+            "echo 'kdr-step: move aside {d}'; if [ -e {d} ]; then if [ -e {d}.kdr-moved-20261121T051115Z ]; then \
+             echo {d}.kdr-moved-20261121T051115Z already exists >&2; exit 1; fi; mv {d} {d}.kdr-moved-20261121T051115Z; fi\n"
+        )
+    };
+    let prepare = format!(
+        "set -e\necho 'kdr-step: kubeadm reset'; kubeadm reset -f\necho 'kdr-step: stop kubelet'; systemctl stop kubelet\n\
+         {}{}{}{}echo 'kdr-step: restart containerd'; systemctl restart containerd\n",
+        m("/etc/kubernetes"),
+        m("/var/lib/kubelet"),
+        m("/var/lib/cni"),
+        m("/etc/cni")
+    );
+    let f = format!("/run/kdr/join-{node}.yaml");
+    let join = format!(
+        "set -e\ntrap 'rm -f {f}' EXIT\necho 'kdr-step: start kubelet'; systemctl start kubelet\n\
+         echo 'kdr-step: write join configuration'; umask 077; mkdir -p /run/kdr; cat > {f}\n\
+         echo 'kdr-step: kubeadm join'; kubeadm join --config {f}\n"
+    );
+    [prepare, join]
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,32 +136,15 @@ async fn rejoin_runs_exactly_these_commands_and_keeps_the_token_off_command_line
         .script("worker-1", &[NodeState::Ready, not_ready(), not_ready(), not_ready(), NodeState::Ready]);
     let report = recover_workers(&targets, &rejoin_plan(), &config(), &ready, &clock()).await;
     report.check().unwrap();
-    let m = |d: &str| {
-        format!(
-            "if [ -e {d} ]; then if [ -e {d}.kdr-moved-20261121T051115Z ]; then echo {d}.kdr-moved-20261121T051115Z \
-             already exists >&2; exit 1; fi; mv {d} {d}.kdr-moved-20261121T051115Z; fi"
-        )
-    };
-    let expected = [
-        "kubeadm reset -f".to_owned(),
-        "systemctl stop kubelet".into(),
-        m("/etc/kubernetes"),
-        m("/var/lib/kubelet"),
-        m("/var/lib/cni"),
-        m("/etc/cni"),
-        "systemctl restart containerd".into(),
-        "crictl info".into(),
-        "systemctl start kubelet".into(),
-        "umask 077 && mkdir -p /run/kdr && cat > /run/kdr/join-worker-1.yaml".into(),
-        "kubeadm join --config /run/kdr/join-worker-1.yaml".into(),
-        "rm -f /run/kdr/join-worker-1.yaml".into(),
-        "systemctl is-active kubelet".into(),
-    ];
-    assert_eq!(fakes[0].commands(), expected);
+    let [prepare, join] = rejoin_scripts("worker-1");
+    assert_eq!(
+        fakes[0].commands(),
+        [prepare, "crictl info".into(), join, "systemctl is-active kubelet".into()]
+    );
     let recorded = fakes[0].recorded();
     assert!(recorded.iter().all(|c| c.command.sudo), "every recovery command runs as root");
     assert!(recorded.iter().all(|c| !c.command.command_line().contains("0123456789abcdef")));
-    // The token went on the stdin of the write step only.
+    // The token went on the stdin of the join script only.
     let with_stdin: Vec<_> = recorded.iter().filter(|c| c.stdin.is_some()).collect();
     assert_eq!(with_stdin.len(), 1);
     let doc: serde_json::Value = serde_json::from_slice(with_stdin[0].stdin.as_ref().unwrap()).unwrap();
@@ -156,8 +162,8 @@ async fn one_unreachable_worker_does_not_stop_the_others() {
     let report = recover_workers(&targets, &rewire_plan(), &config(), &ready, &clock()).await;
     assert_eq!(report.failed(), ["worker-2"]);
     assert!(report.results[0].ok() && report.results[2].ok());
-    assert_eq!(fakes[0].calls().len(), 5);
-    assert_eq!(fakes[2].calls().len(), 5);
+    assert_eq!(fakes[0].calls().len(), 2);
+    assert_eq!(fakes[2].calls().len(), 2);
     let (step, e) = report.results[1].error.as_ref().unwrap();
     assert_eq!(step, "read kubelet kubeconfig");
     assert!(e.to_string().contains("worker-2"), "{e}");
@@ -169,7 +175,9 @@ async fn one_unreachable_worker_does_not_stop_the_others() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_join_fails_that_worker_only_and_still_removes_the_token_file() {
     let (fakes, targets) = workers(&["worker-1", "worker-2", "worker-3"]);
-    fakes[2].respond("kubeadm join", Reply::exit(1, "", "error execution phase preflight: boom\n"));
+    // As the real script would print it: the steps it reached, then the failure.
+    let reached = "kdr-step: start kubelet\nkdr-step: write join configuration\nkdr-step: kubeadm join\n";
+    fakes[2].respond("kubeadm join", Reply::exit(1, reached, "error execution phase preflight: boom\n"));
     let ready = ScriptedReadiness::default()
         .script("worker-1", &[not_ready(), NodeState::Ready])
         .script("worker-2", &[not_ready(), NodeState::Ready])
@@ -179,8 +187,8 @@ async fn a_failing_join_fails_that_worker_only_and_still_removes_the_token_file(
     let (step, e) = report.results[2].error.as_ref().unwrap();
     assert_eq!(step, "kubeadm join");
     assert!(matches!(e, Error::CommandFailed { exit_code: Some(1), .. }), "{e}");
-    let last = fakes[2].commands();
-    assert_eq!(last.last().unwrap(), "rm -f /run/kdr/join-worker-3.yaml");
+    // Nothing ran after the failed join script (its exit trap removed the token file).
+    assert_eq!(fakes[2].commands().last().unwrap(), &rejoin_scripts("worker-3")[1]);
     let table = report.to_string();
     assert!(table.lines().nth(3).unwrap().starts_with("worker-3  rejoin  FAILED"), "{table}");
     assert!(table.contains("kubeadm join: command `kubeadm join --config /run/kdr/join-worker-3.yaml`"));
