@@ -6,9 +6,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kdr_core::monitor::control::ControlRequest;
 
 mod backup;
 mod common;
+mod control;
 mod drill;
 mod keygen;
 mod rejoin;
@@ -38,6 +40,12 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Prove a backup set restores: restore it into a temp dir, serve it, compare its keys.
     Drill(drill::DrillArgs),
+    /// Pause the running monitor's automatic failover (observe and alert only; survives restarts).
+    Pause(control::ControlArgs),
+    /// Resume automatic failover (evidence collection starts from zero).
+    Resume(control::ControlArgs),
+    /// Re-arm a latched detector after a promotion (a block period follows).
+    Rearm(control::ControlArgs),
     /// Bring workers under the new control plane (rewire or rejoin), in parallel.
     Rejoin(rejoin::RejoinArgs),
 }
@@ -62,6 +70,9 @@ fn main() -> ExitCode {
             Command::Keygen(args) => keygen::run(&cli.global, args),
             Command::Restore(args) => restore::run(&cli.global, args).await,
             Command::Drill(args) => drill::run(&cli.global, args).await,
+            Command::Pause(a) => control::run(&cli.global, ControlRequest::Pause, a).await,
+            Command::Resume(a) => control::run(&cli.global, ControlRequest::Resume, a).await,
+            Command::Rearm(a) => control::run(&cli.global, ControlRequest::Rearm, a).await,
             Command::Rejoin(args) => rejoin::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });

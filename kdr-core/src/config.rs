@@ -59,6 +59,12 @@ pub struct Config {
     pub retention: RetentionPolicy,
     /// `[restore]` (see [`RestoreConfig`](crate::restore::config::RestoreConfig)).
     pub restore: crate::restore::config::RestoreConfig,
+    /// `[detector]` (see [`DetectorConfig`](crate::failover::DetectorConfig)): the standby's
+    /// failover decision.
+    pub detector: crate::failover::DetectorConfig,
+    /// `[monitor]` (see [`MonitorConfig`](crate::monitor::config::MonitorConfig)): what
+    /// `kdr-monitor run` does.
+    pub monitor: crate::monitor::config::MonitorConfig,
 }
 
 /// `[cluster]`: identity of the cluster.

@@ -41,6 +41,7 @@ pub mod etcd;
 pub mod failover;
 pub mod fence;
 pub mod health;
+pub mod monitor;
 pub mod remote;
 pub mod restore;
 pub mod runbook;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod replay;
+mod service;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the monitor: the primary's backups, drills and self-fence guard and/or the standby's
+    /// detector and promotion, with /metrics, /healthz and /status. Stops on SIGTERM.
+    Run(service::ConfigArgs),
+    /// Validate the configuration and print the effective one (secrets redacted).
+    CheckConfig(service::ConfigArgs),
     /// Replay a recorded trace (JSON Lines) through the failover detector and print its decisions.
     Replay(replay::ReplayArgs),
 }
@@ -28,6 +34,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => service::run(&args),
+        Command::CheckConfig(args) => service::check_config(&args),
         Command::Replay(args) => replay::run(&args),
     };
     match result {

@@ -254,6 +254,11 @@ impl ObjectStoreSnapshotStore {
         Ok(Self::new(store, &prefix, description).with_upload(opts.part_size, opts.upload_concurrency))
     }
 
+    /// The path prefix the sets live under (empty: the bucket's root).
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_ref()
+    }
+
     /// The underlying object store.
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.store
