@@ -284,7 +284,7 @@ impl Default for StandbyConfig {
 }
 
 /// `[monitor.alerts]`: every state change, failure and promotion is sent to each of these.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// URLs POSTed a JSON alert (`{"kind", "message", "at", "host"}`). Treated as secrets (chat
@@ -294,6 +294,12 @@ pub struct AlertsConfig {
     pub exec: Vec<Vec<String>>,
     /// How long one alert delivery may take, in seconds (default 10).
     pub timeout_s: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self { webhooks: Vec::new(), exec: Vec::new(), timeout_s: 10 }
+    }
 }
 
 impl std::fmt::Debug for AlertsConfig {
@@ -484,5 +490,21 @@ mod tests {
         let shown = effective_toml(&c).unwrap();
         assert!(!shown.contains("SECRET") && shown.contains("[monitor]"), "{shown}");
         assert!(!format!("{c:?}").contains("SECRET"));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// examples/kdr.toml parses, documents every section, and shows the defaults.
+    #[test]
+    fn the_example_config_parses_with_the_defaults() {
+        let text = include_str!("../../../examples/kdr.toml");
+        let c = Config::from_toml(text, "examples/kdr.toml").unwrap();
+        assert_eq!(c.monitor, MonitorConfig::default());
+        assert_eq!(c.detector, crate::failover::DetectorConfig::default());
+        assert_eq!(c.retention, crate::snapshot::retention::RetentionPolicy::default());
+        validate(&c).unwrap();
     }
 }
