@@ -6,7 +6,9 @@
 //! package `time`) of:
 //! - `etcdctl snapshot save` to local disk (the reference: what the seeds run);
 //! - `kdr backup` (release build) to a local S3 server (s3s-fs, `$KDR_S3S_FS`), with sha256
-//!   verification and zstd on (the default), no bundle;
+//!   verification and zstd on (the default), no bundle: once with the payload signed (the
+//!   default over plain http, where s3s-fs also hashes every body to check it) and once with
+//!   `UNSIGNED-PAYLOAD` (the default over https);
 //! - `kdr backup` to a local directory (`file://`), for reference.
 //!
 //! Each is run `KDR_BENCH_RUNS` times (default 3), alternating; the median is printed, with
@@ -226,11 +228,16 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&out_dir);
         std::fs::create_dir_all(&out_dir)?;
 
-        let (mut etcdctl, mut kdr_s3, mut kdr_file) = (Vec::new(), Vec::new(), Vec::new());
+        let mut results: Vec<(&str, Vec<Measure>)> = vec![
+            ("etcdctl snapshot save -> disk", Vec::new()),
+            ("kdr backup -> s3s-fs (signed payload, default over http)", Vec::new()),
+            ("kdr backup -> s3s-fs (unsigned payload, default over https)", Vec::new()),
+            ("kdr backup -> file://", Vec::new()),
+        ];
         for run in 0..runs {
             let snap = out_dir.join("etcdctl.db");
             let _ = std::fs::remove_file(&snap);
-            etcdctl.push(measure(
+            results[0].1.push(measure(
                 Command::new(etcd_bin("etcdctl"))
                     .arg(format!("--endpoints={url}"))
                     .args(["snapshot", "save"])
@@ -241,43 +248,38 @@ fn main() -> Result<()> {
             db_size = std::fs::metadata(&snap)?.len();
             std::fs::remove_file(&snap)?;
 
-            // A fresh S3 server and bucket per run, storing on the same disk.
-            let s3_root = out_dir.join(format!("s3-{run}"));
-            std::fs::create_dir_all(s3_root.join("kdr"))?;
-            let port = free_port()?;
-            let child = Command::new(&s3s)
-                .args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--access-key",
-                    "bench",
-                    "--secret-key",
-                    "bench-secret",
-                ])
-                .arg(&s3_root)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("start s3s-fs")?;
-            let s3 = Server(child);
-            wait_port(port, "s3s-fs")?;
-            kdr_s3.push(measure(
-                Command::new(&kdr)
-                    .args(["backup", "--no-bundle", "--etcd-endpoint", &url, "--store", "s3://kdr/bench"])
-                    .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-                    .env("AWS_ALLOW_HTTP", "true")
-                    .env("AWS_ACCESS_KEY_ID", "bench")
-                    .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
-                    .env("AWS_REGION", "us-east-1"),
-                "kdr backup to s3s-fs",
-            )?);
-            drop(s3);
-            std::fs::remove_dir_all(&s3_root)?;
+            for (slot, unsigned) in [(1, "false"), (2, "true")] {
+                // A fresh S3 server and bucket per run, storing on the same disk.
+                let s3_root = out_dir.join(format!("s3-{run}"));
+                std::fs::create_dir_all(s3_root.join("kdr"))?;
+                let port = free_port()?;
+                let child = Command::new(&s3s)
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--access-key", "bench", "--secret-key", "bench-secret"])
+                    .arg(&s3_root)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("start s3s-fs")?;
+                let s3 = Server(child);
+                wait_port(port, "s3s-fs")?;
+                results[slot].1.push(measure(
+                    Command::new(&kdr)
+                        .args(["backup", "--no-bundle", "--etcd-endpoint", &url, "--store", "s3://kdr/bench"])
+                        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+                        .env("AWS_ALLOW_HTTP", "true")
+                        .env("AWS_ACCESS_KEY_ID", "bench")
+                        .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
+                        .env("AWS_REGION", "us-east-1")
+                        .env("KDR_STORE_UNSIGNED_PAYLOAD", unsigned),
+                    "kdr backup to s3s-fs",
+                )?);
+                drop(s3);
+                std::fs::remove_dir_all(&s3_root)?;
+            }
 
             let file_store = out_dir.join("file-store");
-            kdr_file.push(measure(
+            results[3].1.push(measure(
                 Command::new(&kdr)
                     .args(["backup", "--no-bundle", "--etcd-endpoint", &url, "--store"])
                     .arg(format!("file://{}", file_store.display())),
@@ -285,41 +287,33 @@ fn main() -> Result<()> {
             )?);
             std::fs::remove_dir_all(&file_store)?;
         }
-        rows.push((mb, db_size, median(&mut etcdctl), median(&mut kdr_s3), median(&mut kdr_file)));
+        let medians: Vec<(&str, Measure)> = results.iter_mut().map(|(name, v)| (*name, median(v))).collect();
+        rows.push((mb, db_size, medians));
     }
 
     println!();
-    println!("kdr backup vs etcdctl snapshot save (median of {runs} runs; peak RSS is the max over runs)");
     println!(
-        "{:>8} {:>10} | {:>22} | {:>30} | {:>30}",
-        "db",
-        "snapshot",
-        "etcdctl save -> disk",
-        "kdr backup -> s3s-fs (zstd)",
-        "kdr backup -> file:// (zstd)"
+        "kdr backup vs etcdctl snapshot save: median wall time of {runs} runs, max peak RSS; zstd and sha256 on"
     );
     println!(
-        "{:>8} {:>10} | {:>8} {:>6} {:>6} | {:>8} {:>6} {:>6} {:>7} | {:>8} {:>6} {:>6} {:>7}",
-        "", "", "s", "MiB", "MB/s", "s", "MiB", "MB/s", "time x", "s", "MiB", "MB/s", "time x"
+        "{:>7} {:>9}  {:<62} {:>7} {:>7} {:>8} {:>7} {:>7}",
+        "db", "snapshot", "tool", "wall s", "MB/s", "RSS MiB", "time x", "RSS x"
     );
-    for (mb, db, e, s, f) in &rows {
-        let mbps = |m: &Measure| *db as f64 / 1e6 / m.secs.max(0.001);
-        println!(
-            "{:>6}MB {:>10} | {:>8.2} {:>6.1} {:>6.0} | {:>8.2} {:>6.1} {:>6.0} {:>7.2} | {:>8.2} {:>6.1} {:>6.0} {:>7.2}",
-            mb,
-            db,
-            e.secs,
-            e.rss_kib as f64 / 1024.0,
-            mbps(e),
-            s.secs,
-            s.rss_kib as f64 / 1024.0,
-            mbps(s),
-            s.secs / e.secs.max(0.001),
-            f.secs,
-            f.rss_kib as f64 / 1024.0,
-            mbps(f),
-            f.secs / e.secs.max(0.001),
-        );
+    for (mb, db, medians) in &rows {
+        let reference = medians[0].1;
+        for (name, m) in medians {
+            println!(
+                "{:>5}MB {:>9}  {:<62} {:>7.2} {:>7.0} {:>8.1} {:>7.2} {:>7.2}",
+                mb,
+                db,
+                name,
+                m.secs,
+                *db as f64 / 1e6 / m.secs.max(0.001),
+                m.rss_kib as f64 / 1024.0,
+                m.secs / reference.secs.max(0.001),
+                m.rss_kib as f64 / reference.rss_kib.max(1) as f64,
+            );
+        }
     }
     println!("goal: kdr -> s3s-fs time ratio <= 1.0, peak RSS <= 48 MiB and flat across sizes");
     Ok(())
