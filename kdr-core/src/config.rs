@@ -119,6 +119,8 @@ pub struct StoreConfig {
     pub allow_http: bool,
     /// Virtual-hosted-style S3 requests (default false: path style).
     pub virtual_hosted_style: bool,
+    /// Send S3 bodies unsigned (`UNSIGNED-PAYLOAD`); default: unsigned over HTTPS only.
+    pub unsigned_payload: Option<bool>,
     /// Multipart part size in MiB (default 8, minimum 5).
     pub part_size_mib: usize,
     /// Parts uploaded at once (default 2).
@@ -141,6 +143,7 @@ impl Default for StoreConfig {
             access_key_id: None,
             allow_http: false,
             virtual_hosted_style: false,
+            unsigned_payload: None,
             part_size_mib: 8,
             upload_concurrency: 2,
             retry_timeout_secs: 30,
@@ -252,6 +255,7 @@ impl Config {
     /// | `AWS_ACCESS_KEY_ID` | `store.access_key_id` |
     /// | `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | secrets (environment only) |
     /// | `KDR_STORE_ALLOW_HTTP`, else `AWS_ALLOW_HTTP` | `store.allow_http` |
+    /// | `KDR_STORE_UNSIGNED_PAYLOAD`, `KDR_STORE_PART_SIZE_MIB`, `KDR_STORE_UPLOAD_CONCURRENCY`, `KDR_STORE_RETRY_TIMEOUT_SECS`, `KDR_STORE_MAX_RETRIES` | `store.*` |
     /// | `GOOGLE_*`, `AZURE_*` | passed to the GCS/Azure client as options |
     /// | `KDR_COMPRESSION`, `KDR_ENCRYPTION_KEY_FILE`, `KDR_KUBERNETES_DIR`, `KDR_KUBEADM_CONFIG` | `backup.*` |
     pub fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<()> {
@@ -296,6 +300,9 @@ impl Config {
         }
         if let Some(v) = first(&["KDR_STORE_ALLOW_HTTP", "AWS_ALLOW_HTTP"]) {
             self.store.allow_http = parse_bool("KDR_STORE_ALLOW_HTTP", &v)?;
+        }
+        if let Some(v) = get("KDR_STORE_UNSIGNED_PAYLOAD") {
+            self.store.unsigned_payload = Some(parse_bool("KDR_STORE_UNSIGNED_PAYLOAD", &v)?);
         }
         if let Some(v) = get("KDR_STORE_PART_SIZE_MIB") {
             self.store.part_size_mib = parse_num("KDR_STORE_PART_SIZE_MIB", &v)?;
@@ -355,6 +362,7 @@ impl Config {
             session_token: s.secrets.session_token.clone(),
             allow_http: s.allow_http,
             virtual_hosted_style: s.virtual_hosted_style,
+            unsigned_payload: s.unsigned_payload,
             extra: s
                 .secrets
                 .provider_options

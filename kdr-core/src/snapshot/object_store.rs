@@ -53,6 +53,11 @@ pub struct StoreOptions {
     /// Use virtual-hosted-style S3 requests (`bucket.host`); path style (`host/bucket`, what
     /// MinIO and s3s expect) is the default.
     pub virtual_hosted_style: bool,
+    /// Send S3 bodies as `UNSIGNED-PAYLOAD` instead of signing their sha256 (saves a hash pass
+    /// on both ends). `None` (the default) decides by transport, as current AWS SDKs do:
+    /// unsigned over HTTPS, whose TLS already protects the bytes in flight, signed over plain
+    /// HTTP. kdr's own sha256 of every stored object is recorded in the manifest either way.
+    pub unsigned_payload: Option<bool>,
     /// Further `object_store` configuration for `gs://` and `az://` (and S3), as
     /// `(key, value)` pairs such as `("google_service_account", "/path/key.json")` or
     /// `("azure_storage_account_name", "acct")`.
@@ -77,6 +82,7 @@ impl Default for StoreOptions {
             session_token: None,
             allow_http: false,
             virtual_hosted_style: false,
+            unsigned_payload: None,
             extra: Vec::new(),
             part_size: 8 * 1024 * 1024,
             upload_concurrency: 2,
@@ -97,6 +103,7 @@ impl fmt::Debug for StoreOptions {
             .field("session_token", &redact(&self.session_token))
             .field("allow_http", &self.allow_http)
             .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("unsigned_payload", &self.unsigned_payload)
             .field("extra_keys", &self.extra.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
             .field("part_size", &self.part_size)
             .field("upload_concurrency", &self.upload_concurrency)
@@ -200,6 +207,8 @@ impl ObjectStoreSnapshotStore {
                 if let Some(e) = &opts.endpoint {
                     b = b.with_endpoint(e);
                 }
+                let https = opts.endpoint.as_deref().is_none_or(|e| e.starts_with("https://"));
+                b = b.with_unsigned_payload(opts.unsigned_payload.unwrap_or(https));
                 if let Some(k) = &opts.access_key_id {
                     b = b.with_access_key_id(k);
                 }
