@@ -84,7 +84,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> anyhow::Result<ExitCode> {
         cluster_name: config.cluster.name.clone(),
         etcd: config.etcd_options()?,
         bundle: config.bundle_options()?,
-        encode: config.encode_options()?,
+        encode: common::config_err(config.encode_options())?,
     };
     let store = common::open_store(&config)?;
     let bar = Bar::new(g, "etcd snapshot");

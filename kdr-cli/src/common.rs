@@ -61,16 +61,31 @@ pub fn load_config(g: &GlobalArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Treats a failure while reading configuration inputs (key files, URLs, options) as a usage or
+/// configuration error: exit code 2.
+pub fn config_err<T>(r: kdr_core::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| match e {
+        e @ kdr_core::Error::Config { .. } => e.into(),
+        other => kdr_core::Error::config("configuration", other.to_string()).into(),
+    })
+}
+
 /// Opens the store the configuration names.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SnapshotStore>> {
-    let store = ObjectStoreSnapshotStore::from_url(config.store_url()?, &config.store_options()?)?;
+    let store =
+        config_err(ObjectStoreSnapshotStore::from_url(config.store_url()?, &config.store_options()?))?;
     Ok(Arc::new(store))
 }
 
 /// Prints an error and returns its exit code: 2 for usage/config errors, 1 otherwise.
 pub fn report(e: anyhow::Error) -> ExitCode {
     let usage = e.chain().any(|c| c.downcast_ref::<kdr_core::Error>().is_some_and(|k| k.is_usage()));
-    eprintln!("error: {e:#}");
+    let top = e.to_string();
+    let root = e.root_cause().to_string();
+    eprintln!("error: {top}");
+    if !top.contains(&root) {
+        eprintln!("  caused by: {root}");
+    }
     ExitCode::from(if usage { 2 } else { 1 })
 }
 

@@ -107,7 +107,7 @@ fn key_of(c: &mut Config, key: KeyArg) -> anyhow::Result<Option<EncryptionKey>> 
     if key.encryption_key_file.is_some() {
         c.backup.encryption_key_file = key.encryption_key_file;
     }
-    Ok(c.encryption_key()?)
+    common::config_err(c.encryption_key())
 }
 
 async fn resolve(store: &dyn SnapshotStore, id: Option<&str>) -> anyhow::Result<Manifest> {

@@ -425,7 +425,8 @@ impl TrailerState {
 fn unreachable(endpoint: &str, https: bool, doing: &str, e: &etcd_client::Error) -> Error {
     let text = chain(e);
     let lower = text.to_ascii_lowercase();
-    let hint = if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+    let hint = if ["certificate", "tls", "handshake", "alert", "unknownca"].iter().any(|k| lower.contains(k))
+    {
         "TLS failed: check --cacert (the CA that signed etcd's server cert, kubeadm: /etc/kubernetes/pki/etcd/ca.crt) \
          and --cert/--key (a client pair signed by etcd's CA)"
     } else if lower.contains("permission denied") || lower.contains("unauthenticated") {
@@ -435,7 +436,25 @@ fn unreachable(endpoint: &str, https: bool, doing: &str, e: &etcd_client::Error)
     } else {
         "check --etcd-endpoint and that etcd is running"
     };
-    Error::unavailable(format!("etcd at {endpoint} failed while {doing} ({hint})"), text)
+    Error::unavailable(format!("etcd at {endpoint} failed while {doing} ({hint})"), etcd_cause(e))
+}
+
+/// What went wrong, once: etcd-client's messages repeat the transport error several times.
+fn etcd_cause(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut root: Option<&dyn std::error::Error> = std::error::Error::source(status);
+            while let Some(next) = root.and_then(|r| r.source()) {
+                root = Some(next);
+            }
+            let head = format!("{:?}: {}", status.code(), status.message());
+            match root {
+                Some(r) if !head.contains(&r.to_string()) => format!("{head}: {r}"),
+                _ => head,
+            }
+        }
+        other => crate::snapshot::object_store::concise_error(other),
+    }
 }
 
 #[cfg(test)]

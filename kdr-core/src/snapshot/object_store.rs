@@ -382,7 +382,7 @@ pub(crate) fn map_store_error(store: &str, doing: &str, e: object_store::Error) 
                 "access denied to store {store} while {doing}; check the credentials \
                  (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or store.* settings) and the bucket policy"
             ),
-            e,
+            concise_error(&e),
         );
     }
     match e {
@@ -410,10 +410,10 @@ pub(crate) fn map_store_error(store: &str, doing: &str, e: object_store::Error) 
                         "store {store} is unreachable while {doing}; check the endpoint, the network and \
                          that the store is running"
                     ),
-                    e,
+                    concise_error(&e),
                 )
             } else {
-                Error::unavailable(format!("store {store} failed while {doing}"), e)
+                Error::unavailable(format!("store {store} failed while {doing}"), concise_error(&e))
             }
         }
     }
@@ -428,6 +428,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// An error's own message plus its root cause when the message does not already say it: client
+/// libraries nest the same text several levels deep, and operators need it once.
+pub(crate) fn concise_error(e: &dyn std::error::Error) -> String {
+    let top = e.to_string();
+    let top = top.split(", source: ").next().unwrap_or(&top).trim().to_owned();
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let root = root.to_string();
+    if top.contains(&root) { top } else { format!("{top}: {root}") }
 }
 
 fn check_name(id: &str, name: &str) -> Result<()> {
