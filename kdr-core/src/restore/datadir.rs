@@ -92,49 +92,70 @@ pub fn check_not_in_use(dir: &Path) -> Result<DataDirLock> {
     }
     if let Some(pid) = etcd_process_using(dir) {
         return Err(Error::refused(format!(
-            "an etcd is using data dir {}: process {pid} runs etcd with --data-dir {}. Stop it first \
-             (kubeadm: move /etc/kubernetes/manifests/etcd.yaml out of the manifests dir), then run \
-             the restore again",
+            "an etcd is using data dir {}: process {pid} is an etcd whose data dir it is. Stop it \
+             first (kubeadm: move /etc/kubernetes/manifests/etcd.yaml out of the manifests dir), then \
+             run the restore again",
             dir.display(),
-            dir.display()
         )));
     }
     Ok(DataDirLock { _db: held })
 }
 
-/// The pid of a running `etcd` whose `--data-dir` is `dir`, from `/proc/*/cmdline`.
+/// The pid of a running `etcd` whose data dir (`--data-dir` or `ETCD_DATA_DIR`) is `dir`, from
+/// `/proc`. The process's path is looked up through `/proc/<pid>/root` (or `cwd` if relative), so
+/// an etcd in a container counts only if its data dir is really this dir (a hostPath mount, as
+/// kubeadm's static pod has), not merely a dir with the same name in its own filesystem.
 fn etcd_process_using(dir: &Path) -> Option<u32> {
-    let want = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let want = fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()));
+    let want_path = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
     let entries = fs::read_dir("/proc").ok()?;
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(raw) = fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = raw.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-        let Some(argv0) = args.first() else { continue };
-        let exe = argv0.rsplit(|b| *b == b'/').next().unwrap_or(argv0);
-        if exe != b"etcd" {
+        let proc = entry.path();
+        let Ok(cmdline) = fs::read(proc.join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        if args.first().map(|a| a.rsplit(|b| *b == b'/').next().unwrap_or(a)) != Some(b"etcd".as_slice()) {
             continue;
         }
-        let mut data_dir = None;
-        for (i, arg) in args.iter().enumerate() {
-            let arg = String::from_utf8_lossy(arg);
-            for flag in ["--data-dir", "-data-dir"] {
-                if let Some(v) = arg.strip_prefix(&format!("{flag}=")) {
-                    data_dir = Some(v.to_owned());
-                } else if arg == flag {
-                    data_dir = args.get(i + 1).map(|v| String::from_utf8_lossy(v).into_owned());
-                }
-            }
-        }
-        if let Some(d) = data_dir {
-            let d = PathBuf::from(d);
-            let d = fs::canonicalize(&d).unwrap_or(d);
-            if d == want {
-                return Some(pid);
-            }
+        let environ = fs::read(proc.join("environ")).unwrap_or_default();
+        let Some(d) = data_dir_of(&args, &environ) else { continue };
+        let d = PathBuf::from(d);
+        let seen = if d.is_absolute() {
+            proc.join("root").join(d.strip_prefix("/").unwrap_or(&d))
+        } else {
+            proc.join("cwd").join(&d)
+        };
+        let same = match (fs::metadata(&seen), want) {
+            (Ok(m), Some(w)) => (m.dev(), m.ino()) == w,
+            // Its filesystem is not visible to us (permissions): compare the paths.
+            _ => d.is_absolute() && fs::canonicalize(&d).unwrap_or(d) == want_path,
+        };
+        if same {
+            return Some(pid);
         }
     }
     None
+}
+
+/// The data dir an etcd command line (or, failing that, its environment) names.
+fn data_dir_of(args: &[&[u8]], environ: &[u8]) -> Option<String> {
+    let mut found = None;
+    for (i, arg) in args.iter().enumerate() {
+        let arg = String::from_utf8_lossy(arg);
+        for flag in ["--data-dir", "-data-dir"] {
+            if let Some(v) = arg.strip_prefix(flag).and_then(|rest| rest.strip_prefix('=')) {
+                found = Some(v.to_owned());
+            } else if arg == flag {
+                found = args.get(i + 1).map(|v| String::from_utf8_lossy(v).into_owned());
+            }
+        }
+    }
+    found.or_else(|| {
+        environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"ETCD_DATA_DIR="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
 }
 
 /// What [`swap_into_place`] did.
@@ -383,6 +404,47 @@ mod tests {
         assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
         drop(lock);
         other.try_lock().unwrap();
+    }
+
+    #[test]
+    fn data_dir_comes_from_flags_then_environment() {
+        let args = |a: &[&'static str]| a.iter().map(|s| s.as_bytes()).collect::<Vec<_>>();
+        assert_eq!(
+            data_dir_of(&args(&["etcd", "--data-dir=/var/lib/etcd"]), b"").as_deref(),
+            Some("/var/lib/etcd")
+        );
+        assert_eq!(data_dir_of(&args(&["etcd", "--data-dir", "/d"]), b"").as_deref(), Some("/d"));
+        assert_eq!(data_dir_of(&args(&["etcd", "-data-dir=/d"]), b"").as_deref(), Some("/d"));
+        assert_eq!(data_dir_of(&args(&["etcd", "--data-dir-x=/d"]), b""), None);
+        assert_eq!(data_dir_of(&args(&["etcd"]), b"A=1\0ETCD_DATA_DIR=/e\0").as_deref(), Some("/e"));
+        assert_eq!(data_dir_of(&args(&["etcd"]), b"A=1"), None);
+    }
+
+    #[test]
+    fn an_etcd_process_naming_the_dir_is_refused_even_without_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("etcd");
+        fs::create_dir_all(&dir).unwrap();
+        // A process named etcd whose environment names the dir (as kubelet restarting a
+        // crash-looping etcd would have), that has not opened the db.
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", "exec -a etcd sleep 30"])
+            .env("ETCD_DATA_DIR", &dir)
+            .spawn()
+            .unwrap();
+        let mut refused = None;
+        for _ in 0..50 {
+            if let Err(e) = check_not_in_use(&dir) {
+                refused = Some(e);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let e = refused.expect("refused while the etcd process runs").to_string();
+        assert!(e.contains(&format!("process {}", child.id())), "{e}");
+        check_not_in_use(&dir).unwrap();
     }
 
     #[test]

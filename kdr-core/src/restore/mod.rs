@@ -646,6 +646,29 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_stale_partial_dir_is_moved_aside_never_deleted() {
+        let store = memory();
+        let (_, snap) = put_set(store.as_ref(), at(5), false).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("etcd");
+        // An interrupted restore's leftover: it may even be the previous data dir.
+        let partial = datadir::partial_path(&target);
+        std::fs::create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join("precious"), "maybe the old data").unwrap();
+        let clock = ManualClock::new(at(9), crate::clock::SystemClock.instant());
+        let restorer = CopyRestorer { fail: false };
+        let report = Restore::new(store.as_ref(), &restorer, &clock)
+            .run(&opts(&target, SetSelector::Latest, BundleTarget::Skip))
+            .await
+            .unwrap();
+        let stale = tmp.path().join("etcd.kdr-stale-partial-20261121T090000Z");
+        assert_eq!(std::fs::read_to_string(stale.join("precious")).unwrap(), "maybe the old data");
+        assert!(report.plan.notes.iter().any(|n| n.contains("stale")), "{:?}", report.plan.notes);
+        assert_eq!(std::fs::read(target.join("member/snap/db")).unwrap(), snap);
+        assert!(!partial.exists());
+    }
+
+    #[tokio::test]
     async fn a_set_with_a_bundle_needs_an_explicit_choice() {
         let store = memory();
         let (m, _) = put_set(store.as_ref(), at(5), true).await;
