@@ -10,118 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::{Behaviour, HEALTHY, LOOPBACK, https_server, new_pki};
 use kdr_core::health::{
     ApiServerProbe, HealthProbe, IcmpProbe, ProbeStatus, SelfProbe, TcpProbe, WitnessProbe, probe_bounded,
 };
 use kdr_core::remote::{CommandOutput, NodeRemote, RemoteCommand};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-// ---------------------------------------------------------------------------------------------
-// A test PKI and a tiny HTTPS server.
-
-struct Pki {
-    ca_pem: String,
-    ca_der: CertificateDer<'static>,
-    server_cert: CertificateDer<'static>,
-    server_key: Vec<u8>,
-    client_cert_pem: String,
-    client_key_pem: String,
-}
-
-fn ca() -> (CertificateParams, KeyPair, rcgen::Certificate) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, "kubernetes");
-    let cert = params.self_signed(&key).unwrap();
-    (params, key, cert)
-}
-
-fn new_pki() -> Pki {
-    let (ca_params, ca_key, ca_cert) = ca();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_params.distinguished_name.push(rcgen::DnType::CommonName, "kube-apiserver-healthcheck-client");
-    let client = client_params.signed_by(&client_key, &issuer).unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        ca_der: ca_cert.der().clone(),
-        server_cert: server.der().clone(),
-        server_key: server_key.serialize_der(),
-        client_cert_pem: client.pem(),
-        client_key_pem: client_key.serialize_pem(),
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Behaviour {
-    status: u16,
-    body: &'static str,
-    delay: Duration,
-    require_client_cert: bool,
-}
-
-const HEALTHY: Behaviour =
-    Behaviour { status: 200, body: "ok", delay: Duration::ZERO, require_client_cert: false };
-
-/// Serves HTTPS on 127.0.0.1 until the test ends; returns its address.
-async fn https_server(pki: &Pki, b: Behaviour) -> SocketAddr {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = if b.require_client_cert {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(pki.ca_der.clone()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .unwrap();
-        builder.with_client_cert_verifier(verifier)
-    } else {
-        builder.with_no_client_auth()
-    };
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone()));
-    let config = builder.with_single_cert(vec![pki.server_cert.clone()], key).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                tokio::time::sleep(b.delay).await;
-                let reply = format!(
-                    "HTTP/1.1 {} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                    b.status,
-                    b.body.len(),
-                    b.body
-                );
-                let _ = tls.write_all(reply.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    addr
-}
+mod common;
 
 fn api(addr: SocketAddr) -> kdr_core::health::ApiServerProbeBuilder {
     ApiServerProbe::builder(format!("https://127.0.0.1:{}/healthz", addr.port()))
@@ -131,7 +27,7 @@ fn api(addr: SocketAddr) -> kdr_core::health::ApiServerProbeBuilder {
 #[tokio::test]
 async fn api_server_probe_verifies_the_cluster_ca() {
     let pki = new_pki();
-    let addr = https_server(&pki, HEALTHY).await;
+    let addr = https_server(&pki, LOOPBACK, HEALTHY).await;
     let r = api(addr).ca_pem(pki.ca_pem.clone()).build().unwrap().probe().await;
     assert_eq!(r.status, ProbeStatus::Up, "{r:?}");
 
@@ -158,9 +54,12 @@ async fn api_server_probe_verifies_the_cluster_ca() {
 #[tokio::test]
 async fn api_server_probe_defaults_to_healthz_and_reads_the_body() {
     let pki = new_pki();
-    let addr =
-        https_server(&pki, Behaviour { status: 500, body: "[-]etcd failed: reason withheld", ..HEALTHY })
-            .await;
+    let addr = https_server(
+        &pki,
+        LOOPBACK,
+        Behaviour { status: 500, body: "[-]etcd failed: reason withheld", ..HEALTHY },
+    )
+    .await;
     let probe = ApiServerProbe::builder(format!("https://localhost:{}", addr.port()))
         .ca_pem(pki.ca_pem.clone())
         .build()
@@ -169,7 +68,7 @@ async fn api_server_probe_defaults_to_healthz_and_reads_the_body() {
     let r = probe.probe().await;
     assert_eq!(r.status, ProbeStatus::Down, "{r:?}");
     assert!(r.detail.contains("HTTP 500") && r.detail.contains("etcd failed"), "{r:?}");
-    let addr = https_server(&pki, Behaviour { body: "not ok", ..HEALTHY }).await;
+    let addr = https_server(&pki, LOOPBACK, Behaviour { body: "not ok", ..HEALTHY }).await;
     let r = api(addr).ca_pem(pki.ca_pem.clone()).build().unwrap().probe().await;
     assert_eq!(r.status, ProbeStatus::Down, "200 without \"ok\" is not healthy: {r:?}");
 }
@@ -177,7 +76,7 @@ async fn api_server_probe_defaults_to_healthz_and_reads_the_body() {
 #[tokio::test]
 async fn api_server_probe_presents_a_client_certificate() {
     let pki = new_pki();
-    let addr = https_server(&pki, Behaviour { require_client_cert: true, ..HEALTHY }).await;
+    let addr = https_server(&pki, LOOPBACK, Behaviour { require_client_cert: true, ..HEALTHY }).await;
     let r = api(addr)
         .ca_pem(pki.ca_pem.clone())
         .client_identity_pem(pki.client_cert_pem.as_bytes(), pki.client_key_pem.as_bytes())
@@ -193,7 +92,7 @@ async fn api_server_probe_presents_a_client_certificate() {
 #[tokio::test]
 async fn a_server_that_answers_after_the_timeout_is_down() {
     let pki = new_pki();
-    let addr = https_server(&pki, Behaviour { delay: Duration::from_secs(5), ..HEALTHY }).await;
+    let addr = https_server(&pki, LOOPBACK, Behaviour { delay: Duration::from_secs(5), ..HEALTHY }).await;
     let probe = api(addr).ca_pem(pki.ca_pem.clone()).timeout(Duration::from_millis(400)).build().unwrap();
     let clock = kdr_core::clock::SystemClock;
     let started = kdr_core::clock::Clock::instant(&clock);
@@ -373,7 +272,7 @@ async fn witness_probe_runs_curl_on_the_worker() {
     let remote: Arc<dyn NodeRemote> = Arc::new(LocalShell);
     let t = Duration::from_secs(2);
 
-    let up = https_server(&pki, HEALTHY).await;
+    let up = https_server(&pki, LOOPBACK, HEALTHY).await;
     let r = WitnessProbe::api_healthz(
         "w1",
         remote.clone(),
@@ -397,7 +296,7 @@ async fn witness_probe_runs_curl_on_the_worker() {
     .await;
     assert_eq!(r.status, ProbeStatus::Down, "{r:?}");
 
-    let slow = https_server(&pki, Behaviour { delay: Duration::from_secs(10), ..HEALTHY }).await;
+    let slow = https_server(&pki, LOOPBACK, Behaviour { delay: Duration::from_secs(10), ..HEALTHY }).await;
     let r = WitnessProbe::api_healthz(
         "w1",
         remote.clone(),
@@ -409,7 +308,7 @@ async fn witness_probe_runs_curl_on_the_worker() {
     .await;
     assert_eq!(r.status, ProbeStatus::Down, "a primary that does not answer in time is down: {r:?}");
 
-    let sick = https_server(&pki, Behaviour { status: 500, body: "etcd failed", ..HEALTHY }).await;
+    let sick = https_server(&pki, LOOPBACK, Behaviour { status: 500, body: "etcd failed", ..HEALTHY }).await;
     let r = WitnessProbe::api_healthz(
         "w1",
         remote.clone(),

@@ -34,9 +34,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        // `run` sets up logging itself, in the configured format ([monitor] log_format).
         Command::Run(args) => service::run(&args),
-        Command::CheckConfig(args) => service::check_config(&args),
-        Command::Replay(args) => replay::run(&args),
+        Command::CheckConfig(args) => {
+            init_cli_tracing();
+            service::check_config(&args)
+        }
+        Command::Replay(args) => {
+            init_cli_tracing();
+            replay::run(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,6 +52,16 @@ fn main() -> ExitCode {
             exit_code(&err)
         }
     }
+}
+
+/// Logs go to stderr (RUST_LOG filters them); stdout carries only command output (replay's JSONL).
+fn init_cli_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
 }
 
 /// 2 for bad input or configuration (a malformed trace), 1 for anything else.
