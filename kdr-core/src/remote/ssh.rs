@@ -62,7 +62,9 @@ pub struct SshConfig {
     pub port: u16,
     /// The private key file used for authentication (OpenSSH or PEM format, unencrypted).
     pub key_file: PathBuf,
-    /// The known_hosts file the nodes' host keys are checked against.
+    /// The known_hosts file the nodes' host keys are checked against (OpenSSH format, hashed
+    /// entries allowed; `[host]:port` for ports other than 22). It must hold the key type the
+    /// server presents first (ed25519 on current OpenSSH): `ssh-keyscan` output has them all.
     pub known_hosts: PathBuf,
     /// Whether host keys are checked; see [`HostKeyPolicy`].
     pub host_key_policy: HostKeyPolicy,
