@@ -38,12 +38,14 @@ use crate::error::{Error, Result};
 use crate::fence::{FenceTarget, Fencer};
 use crate::snapshot::{Manifest, SnapshotId, SnapshotStore};
 
+pub mod adapters;
 pub mod checks;
 pub mod claim;
 pub mod hooks;
 pub mod journal;
 pub mod plan;
 
+pub use adapters::{FlowRestore, ParallelWorkerRecovery};
 pub use checks::{CheckContext, CheckResult, KubectlPostChecks, PostCheckSettings, PostChecker};
 pub use claim::{Claim, ClaimOutcome, ClaimStore};
 pub use hooks::{HookContext, HookPhase, HookSpec, HooksSettings};
