@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod backup;
 mod common;
 mod drill;
+mod failover;
 mod keygen;
 mod rejoin;
 mod restore;
@@ -40,6 +41,8 @@ enum Command {
     Drill(drill::DrillArgs),
     /// Bring workers under the new control plane (rewire or rejoin), in parallel.
     Rejoin(rejoin::RejoinArgs),
+    /// Promote this standby: claim the epoch, fence, restore, kubeadm init, workers, checks, hooks.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => restore::run(&cli.global, args).await,
             Command::Drill(args) => drill::run(&cli.global, args).await,
             Command::Rejoin(args) => rejoin::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Failover(args) => failover::run(&cli.global, args).await,
         }
     });
     match result {

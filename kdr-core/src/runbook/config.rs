@@ -305,4 +305,19 @@ interval_s = 10
         assert_eq!(claims_prefix_for("file:///var/backups/kdr").unwrap(), "");
         assert_eq!(claims_prefix_for("memory://kdr/prod").unwrap(), "kdr/prod");
     }
+
+    #[test]
+    fn the_example_file_parses_and_shows_the_real_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kdr.toml");
+        let c = FailoverConfig::load(&path).unwrap();
+        let d = PromotionSettings::default();
+        let p = &c.promotion;
+        assert_eq!(
+            (&p.state_dir, &p.bundle_dir, &p.claims_prefix, &p.snapshot, p.mode, &p.checks, &p.holder),
+            (&d.state_dir, &d.bundle_dir, &d.claims_prefix, &d.snapshot, d.mode, &d.checks, &d.holder)
+        );
+        assert_eq!(c.kubeadm, KubeadmSettings::default());
+        assert_eq!(c.fence, FenceSettings::default());
+        assert_eq!(c.hooks, HooksSettings::default());
+    }
 }
