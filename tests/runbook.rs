@@ -296,3 +296,229 @@ async fn kubeadm_init_failure_is_a_command_error_naming_the_node() {
         other => panic!("{other:?}"),
     }
 }
+
+// ---- the whole runbook against real etcd, S3 and sshd nodes ---------------------------------
+
+mod common;
+
+/// kubectl on the new control plane: records like the fixture's recorders and answers the
+/// post-checks and readiness questions from files the test writes (no API server can run here).
+const KUBECTL_STAND_IN: &str = r#"#!/bin/sh
+printf '%s\n' "kubectl $*" >> /var/log/kdr-calls.log
+case "$*" in
+  *"get nodes -o json"*) cat /etc/kdr-fake/nodes.json ;;
+  *"get pods -A -o json"*) cat /etc/kdr-fake/pods.json ;;
+  *"apply -f -"*) cat > /etc/kdr-fake/applied.json ;;
+  *"jsonpath={.status.phase}"*) printf Running ;;
+  *"member list -w json"*) cat /etc/kdr-fake/members.json ;;
+esac
+exit 0
+"#;
+
+#[tokio::test]
+async fn full_promotion_on_real_etcd_s3_and_sshd_nodes_then_refuses_the_same_epoch() {
+    use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
+    use kdr_core::runbook::{
+        FlowRestore, HookSpec, HooksSettings, KubectlPostChecks, ParallelWorkerRecovery, PostCheckSettings,
+        PromotionSettings, Runbook, RunbookParts, StepKind,
+    };
+    use kdr_core::snapshot::ObjectStoreSnapshotStore;
+    use kdr_core::testing::containers::{EtcdContainer, EtcdVersion};
+    use kdr_core::workers::{KubectlReadiness, WorkerRecoveryConfig, WorkerTarget};
+
+    let etcd_bin = std::path::PathBuf::from(
+        std::env::var_os("KDR_ETCD_3_5_DIR").expect("KDR_ETCD_3_5_DIR: run `make test` or `. .tools/env`"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A real backup of a real etcd, with a kubeadm-like bundle, in the real S3 store.
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    for k in ["/registry/pods/default/web-1", "/registry/pods/default/web-2", "/registry/nodes/worker-1"] {
+        client.put(k, "v", None).await.unwrap();
+    }
+    let src = tmp.path().join("src");
+    common::backup::kubeadm_like_files(&src);
+    let s3 = S3Container::shared().await.unwrap();
+    let prefix = unique_prefix("e2e");
+    let objects = s3.object_store(s3.bucket()).unwrap();
+    let store =
+        Arc::new(ObjectStoreSnapshotStore::new(objects.clone(), &prefix, format!("s3://kdr/{prefix}")));
+    let manifest = common::backup::back_up(
+        &etcd,
+        store.as_ref(),
+        common::backup::BackupRequest { bundle_root: Some(src), ..Default::default() },
+    )
+    .await;
+
+    // The nodes: the standby being promoted, the old primary, two workers.
+    let (cp, old, w1, w2) = tokio::try_join!(
+        SshNodeContainer::start(),
+        SshNodeContainer::start(),
+        SshNodeContainer::start(),
+        SshNodeContainer::start()
+    )
+    .unwrap();
+    cp.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+    cp.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
+    cp.install_file("/usr/local/bin/kubectl", KUBECTL_STAND_IN.as_bytes(), 0o755).await.unwrap();
+    cp.install_file("/etc/kdr/kubeadm-init.yaml", CLUSTER_CONFIGURATION.as_bytes(), 0o600).await.unwrap();
+    let ready = |n: &str| {
+        format!(
+            r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        )
+    };
+    let nodes = format!(r#"{{"items":[{},{},{}]}}"#, ready("master-2"), ready("worker-1"), ready("worker-2"));
+    cp.install_file("/etc/kdr-fake/nodes.json", nodes.as_bytes(), 0o644).await.unwrap();
+    cp.install_file("/etc/kdr-fake/pods.json", br#"{"items":[{},{},{}]}"#, 0o644).await.unwrap();
+    let members = br#"{"members":[{"ID":10501334649042878790,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]}]}"#;
+    cp.install_file("/etc/kdr-fake/members.json", members, 0o644).await.unwrap();
+    old.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+    old.install_file("/etc/kubernetes/manifests/kube-apiserver.yaml", b"old\n", 0o600).await.unwrap();
+    for w in [&w1, &w2] {
+        w.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+        w.set_recorder_output("systemctl", "active\n").await.unwrap();
+        let kubelet_conf = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://192.168.30.200:6443\n  name: kubernetes\n";
+        w.install_file("/etc/kubernetes/kubelet.conf", kubelet_conf.as_bytes(), 0o600).await.unwrap();
+    }
+
+    let settings = PromotionSettings {
+        node_name: "master-2".into(),
+        advertise_address: "192.168.30.202".into(),
+        old_primary_name: "master-1".into(),
+        old_primary_address: "192.168.30.200".into(),
+        state_dir: tmp.path().join("state"),
+        bundle_dir: tmp.path().join("staged-bundle"),
+        checks: PostCheckSettings {
+            timeout: Duration::from_secs(20),
+            poll_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let hook_out = tmp.path().join("post-hook.env");
+    let hooks = HooksSettings {
+        pre: vec![],
+        post: vec![HookSpec::exec(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo \"$KDR_EPOCH $KDR_ENDPOINT $KDR_SNAPSHOT\" > {}", hook_out.display()),
+        ])],
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let root = tmp.path().join("root");
+    let data_dir = root.join("var/lib/etcd");
+    let member = RestoreSpec::new("master-2", "https://192.168.30.202:2380", &data_dir);
+    let restorer =
+        EtcdutlRestorer::new().with_etcdutl(etcd_bin.join("etcdutl")).with_etcdctl(etcd_bin.join("etcdctl"));
+    let restore = FlowRestore::new(
+        store.clone(),
+        Arc::new(restorer),
+        clock.clone(),
+        member,
+        "test",
+        kdr_core::runbook::PromotionMode::NewHost,
+        &root,
+        &settings.bundle_dir,
+        &settings.state_dir,
+        None,
+    );
+    let kubeadm =
+        KubeadmSettings { config_file: Some("/etc/kdr/kubeadm-init.yaml".into()), ..Default::default() };
+    let this = settings.this_node();
+    let cp_remote = remote(&cp, "master-2");
+    let workers = ParallelWorkerRecovery::new(
+        vec![
+            WorkerTarget { name: "worker-1".into(), remote: remote(&w1, "worker-1") },
+            WorkerTarget { name: "worker-2".into(), remote: remote(&w2, "worker-2") },
+        ],
+        WorkerRecoveryConfig { poll_interval: Duration::from_millis(200), ..Default::default() },
+        Arc::new(KubectlReadiness::remote(cp_remote.clone(), "kubectl", "/etc/kubernetes/admin.conf")),
+        clock.clone(),
+    );
+    let runbook = Runbook::new(RunbookParts {
+        settings: settings.clone(),
+        hooks,
+        claims: ClaimStore::new(objects.clone(), &prefix, format!("s3://kdr/{prefix}")),
+        snapshots: store.clone(),
+        fencer: Arc::new(SshFencer::new(
+            remote(&old, "master-1"),
+            "/etc/kubernetes/manifests",
+            Duration::from_secs(20),
+        )),
+        restore: Arc::new(restore),
+        control_plane: Arc::new(KubeadmInit::new(kubeadm, this, settings.old_primary(), cp_remote.clone())),
+        workers: Arc::new(workers),
+        checks: Arc::new(KubectlPostChecks::new(cp_remote.clone(), settings.checks.clone())),
+        clock: clock.clone(),
+    })
+    .unwrap();
+
+    // Dry run: the whole plan, nothing touched anywhere.
+    let plan = runbook.plan(None).await.unwrap();
+    let text = plan.to_string();
+    for expected in [
+        manifest.id.as_str(),
+        "on master-1 (192.168.30.200): systemctl stop kubelet",
+        "kubeadm init --config /etc/kdr/kubeadm-init.yaml",
+        "worker-2",
+    ] {
+        assert!(text.contains(expected), "plan lacks {expected:?}:\n{text}");
+    }
+    for n in [&cp, &old, &w1, &w2] {
+        assert!(n.recorded_calls().await.unwrap().is_empty(), "the dry run ran something on a node");
+    }
+    assert!(!settings.state_dir.exists() && !data_dir.exists() && !settings.bundle_dir.exists());
+    assert_eq!(ClaimStore::new(objects.clone(), &prefix, "s3").newest().await.unwrap(), None, "no claim");
+
+    // The promotion.
+    let report = runbook.run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(report.epoch, 1);
+    assert_eq!(report.snapshot, manifest.id.as_str());
+    assert!(report.checks.iter().all(|c| c.ok), "{report}");
+    assert_eq!(report.workers.len(), 2);
+
+    // Claimed in S3; the old primary fenced; etcd and the cluster identity restored, the
+    // host-specific files not; the whole bundle staged; kubeadm init run; workers rewired.
+    let claim = ClaimStore::new(objects.clone(), &prefix, "s3").get(1).await.unwrap().unwrap();
+    assert_eq!(claim.holder, "master-2");
+    let (_, moved, _) = old.exec("ls /etc/kubernetes/manifests.kdr-fenced-epoch-1").await.unwrap();
+    assert_eq!(moved, "kube-apiserver.yaml\n");
+    assert!(data_dir.join("member/snap/db").is_file(), "etcd data restored");
+    assert!(root.join("etc/kubernetes/pki/ca.key").is_file(), "the CA is restored");
+    assert!(
+        !root.join("etc/kubernetes/pki/apiserver.crt").exists(),
+        "leaf certs are kubeadm's to regenerate"
+    );
+    assert!(settings.bundle_dir.join("etc/kubernetes/kubeadm-config.yaml").is_file(), "bundle staged");
+    let cp_calls = cp.recorded_calls().await.unwrap();
+    assert_eq!(
+        cp_calls[0],
+        "kubeadm init --config /etc/kdr/kubeadm-init.yaml --ignore-preflight-errors=DirAvailable--var-lib-etcd"
+    );
+    assert!(
+        cp_calls.iter().any(|c| c
+            == "kubectl --kubeconfig /etc/kubernetes/admin.conf delete node master-1 --ignore-not-found")
+    );
+    for w in [&w1, &w2] {
+        let (_, conf, _) = w.exec("grep server: /etc/kubernetes/kubelet.conf").await.unwrap();
+        assert_eq!(conf.trim(), "server: https://192.168.30.202:6443");
+        assert!(w.recorded_calls().await.unwrap().contains(&"systemctl restart kubelet".to_owned()));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&hook_out).unwrap(),
+        format!("1 192.168.30.202:6443 {}\n", manifest.id)
+    );
+    let journal =
+        kdr_core::runbook::Journal::load(&kdr_core::runbook::Journal::path_for(&settings.state_dir, 1))
+            .unwrap();
+    assert!(journal.is_complete());
+    assert!(StepKind::ALL.iter().all(|s| journal.record(*s).unwrap().attempts == 1));
+
+    // The same epoch again: refused, nothing run.
+    let before = cp.recorded_calls().await.unwrap().len();
+    let err = runbook.run(Some(1)).await.unwrap_err();
+    assert!(err.to_string().contains("epoch 1 was already promoted"), "{err}");
+    assert_eq!(cp.recorded_calls().await.unwrap().len(), before);
+}
