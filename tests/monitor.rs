@@ -260,7 +260,7 @@ async fn restart_keeps_the_latch_and_pause() {
          [monitor]\nlisten = \"127.0.0.1:{port}\"\nroles = [\"standby\"]\nstate_dir = \"{}\"\n\
          record_trace = \"{}\"\n\
          [monitor.standby]\napi_url = \"https://127.0.0.1:{dead}/healthz\"\napi_insecure_skip_tls_verify = true\n\
-         host_tcp = \"127.0.0.1:{dead}\"\npromote_command = [\"sh\", \"-c\", \"echo $KDR_EPOCH >> {}\"]\n\
+         host_tcp = \"127.0.0.1:{dead}\"\npromote_command = [\"sh\", \"-c\", \"echo $KDR_EPOCH:$0 >> {}\", \"{{epoch}}\"]\n\
          [monitor.alerts]\nexec = [[\"sh\", \"-c\", \"echo \\\"$KDR_ALERT_KIND: $KDR_ALERT_MESSAGE\\\" >> {}\"]]\n",
         dir.path().join("state").display(),
         dir.path().join("trace.jsonl").display(),
@@ -302,7 +302,11 @@ async fn restart_keeps_the_latch_and_pause() {
     assert_eq!(st["detector"]["paused"], true, "{st}");
     let (status, log) = m.sigterm_and_wait();
     assert!(status.success(), "{log}");
-    assert_eq!(std::fs::read_to_string(&promoted).unwrap(), "1\n", "promoted exactly once");
+    assert_eq!(
+        std::fs::read_to_string(&promoted).unwrap(),
+        "1:1\n",
+        "promoted exactly once, {{epoch}} substituted"
+    );
     let alerts = std::fs::read_to_string(dir.path().join("alerts")).unwrap();
     assert!(alerts.contains("promotion: epoch 1 promoted"), "{alerts}");
     let trace = std::fs::read_to_string(dir.path().join("trace.jsonl")).unwrap();

@@ -7,7 +7,15 @@ use clap::Args;
 use kdr_core::clock::SystemClock;
 use kdr_core::monitor::control::{ControlRequest, request};
 
-use crate::common::{self, GlobalArgs};
+use crate::common::GlobalArgs;
+
+/// `[monitor] state_dir` of the shared config file (which also holds sections other commands
+/// own, so it is read with the monitor's loader).
+fn state_dir_from_config(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    let path = g.config.clone().or_else(|| std::env::var_os("KDR_CONFIG").map(PathBuf::from));
+    let path = path.unwrap_or_else(|| PathBuf::from("/etc/kdr/kdr.toml"));
+    Ok(kdr_core::monitor::config::load_shared(&path)?.monitor.state_dir)
+}
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
@@ -20,8 +28,10 @@ pub struct ControlArgs {
 }
 
 pub async fn run(g: &GlobalArgs, req: ControlRequest, a: ControlArgs) -> anyhow::Result<ExitCode> {
-    let config = common::load_config(g)?;
-    let dir = a.state_dir.unwrap_or(config.monitor.state_dir);
+    let dir = match a.state_dir {
+        Some(d) => d,
+        None => state_dir_from_config(g)?,
+    };
     let by = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "kdr".into());
     let out =
         request(&dir, req, &format!("{by} (kdr cli)"), &SystemClock, Duration::from_secs(a.wait)).await?;

@@ -12,6 +12,7 @@ mod backup;
 mod common;
 mod control;
 mod drill;
+mod failover;
 mod keygen;
 mod rejoin;
 mod restore;
@@ -48,6 +49,8 @@ enum Command {
     Rearm(control::ControlArgs),
     /// Bring workers under the new control plane (rewire or rejoin), in parallel.
     Rejoin(rejoin::RejoinArgs),
+    /// Promote this standby: claim the epoch, fence, restore, kubeadm init, workers, checks, hooks.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Resume(a) => control::run(&cli.global, ControlRequest::Resume, a).await,
             Command::Rearm(a) => control::run(&cli.global, ControlRequest::Rearm, a).await,
             Command::Rejoin(args) => rejoin::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Failover(args) => failover::run(&cli.global, args).await,
         }
     });
     match result {

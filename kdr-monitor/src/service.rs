@@ -16,7 +16,7 @@ pub struct ConfigArgs {
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {
-    let mut config = Config::from_file(path)?;
+    let mut config = kdr_core::monitor::config::load_shared(path)?;
     config.apply_env(&std::env::vars().collect())?;
     Ok(config)
 }

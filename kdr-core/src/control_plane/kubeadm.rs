@@ -1004,7 +1004,7 @@ impl ControlPlaneInit for KubeadmInit {
         let out = self.remote.run_with_stdin(&c, self.token_config(&api_version, &token).as_bytes()).await?;
         // The output was redacted on the node; it is still never logged here.
         let out = out.check(self.host(), &c)?;
-        JoinCommand::from_printed(&out.stdout, &token)
+        super::join_command_from_redacted(&out.stdout, &token)
     }
 }
 
@@ -1297,7 +1297,7 @@ apiServer:
                 "token create",
                 Reply::exit(
                     0,
-                    "kubeadm join 192.168.30.202:6443 --token REDACTED --discovery-token-ca-cert-hash sha256:abc\n",
+                    &format!("kubeadm join 192.168.30.202:6443 --token REDACTED --discovery-token-ca-cert-hash sha256:{}\n", "ab".repeat(32)),
                     "",
                 ),
             );
@@ -1305,8 +1305,8 @@ apiServer:
         let report = init.init().await.unwrap();
         assert_eq!(report.endpoint, "192.168.30.202:6443");
         let join = init.join_command().await.unwrap();
-        assert_eq!(join.endpoint(), "192.168.30.202:6443");
-        assert_eq!(join.ca_cert_hashes(), ["sha256:abc"]);
+        assert_eq!(join.api_server(), "192.168.30.202:6443");
+        assert!(join.redacted().ends_with(&"ab".repeat(32)));
 
         let calls = fake.recorded();
         let cmds: Vec<&str> = calls.iter().map(|c| c.command.command.as_str()).collect();
@@ -1325,9 +1325,16 @@ apiServer:
         let rendered = String::from_utf8(calls[3].stdin.clone().unwrap()).unwrap();
         assert!(rendered.contains("advertiseAddress: 192.168.30.202"));
         let token_cfg = String::from_utf8(calls.last().unwrap().stdin.clone().unwrap()).unwrap();
-        assert!(token_cfg.contains(join.expose_token()));
+        let token = serde_yaml_ng::from_str::<Value>(&token_cfg).unwrap()["bootstrapTokens"][0]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            join.join_configuration("kubeadm.k8s.io/v1beta3", "w").contains(&token),
+            "the join uses our token"
+        );
         assert!(token_cfg.contains("ttl: 2h"));
-        assert!(calls.iter().all(|c| !c.command.command.contains(join.expose_token())));
+        assert!(calls.iter().all(|c| !c.command.command.contains(&token)));
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::workers::JoinCommand;
 
 pub mod kubeadm;
 
@@ -84,7 +85,7 @@ pub struct InitReport {
 /// - A command that fails is [`Error::CommandFailed`] naming the node and the command.
 /// - [`join_command`](Self::join_command) creates a fresh, short-lived bootstrap token. The token
 ///   never appears on a command line, in a log line or in an error; [`JoinCommand`]'s `Debug`
-///   and `Display` redact it.
+///   redacts it.
 #[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait ControlPlaneInit: Send + Sync + fmt::Debug {
@@ -101,134 +102,39 @@ pub trait ControlPlaneInit: Send + Sync + fmt::Debug {
     async fn join_command(&self) -> Result<JoinCommand>;
 }
 
-/// How a worker joins the new control plane: `kubeadm join <endpoint> --token <secret> ...`.
-///
-/// The token is a secret: it is redacted in `Debug` and `Display`, never journaled, and handed to
-/// a worker only inside a kubeadm `JoinConfiguration` on standard input
-/// ([`join_configuration`](Self::join_configuration)), never in argv.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JoinCommand {
-    endpoint: String,
-    token: String,
-    ca_cert_hashes: Vec<String>,
-}
-
-impl JoinCommand {
-    /// A join command from its parts. `token` must look like a bootstrap token
-    /// (`[a-z0-9]{6}.[a-z0-9]{16}`).
-    pub fn new(
-        endpoint: impl Into<String>,
-        token: impl Into<String>,
-        ca_cert_hashes: Vec<String>,
-    ) -> Result<Self> {
-        let token = token.into();
-        if !is_bootstrap_token(&token) {
-            return Err(Error::integrity(
-                "bootstrap token",
-                "not of the form [a-z0-9]{6}.[a-z0-9]{16} (value not shown: it is a secret)",
-            ));
-        }
-        let endpoint = endpoint.into();
-        if endpoint.is_empty() {
-            return Err(Error::integrity("join command", "empty API server endpoint"));
-        }
-        Ok(Self { endpoint, token, ca_cert_hashes })
-    }
-
-    /// Parses the endpoint and CA hashes out of `kubeadm token create --print-join-command` output
-    /// (whose token may have been replaced by a placeholder), pairing them with `token`.
-    pub fn from_printed(printed: &str, token: &str) -> Result<Self> {
-        let line =
-            printed.lines().map(str::trim).find(|l| l.starts_with("kubeadm join ")).ok_or_else(|| {
-                Error::integrity("kubeadm join command", "no `kubeadm join` line in the output")
-            })?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let endpoint = words.get(2).filter(|w| !w.starts_with("--")).ok_or_else(|| {
-            Error::integrity("kubeadm join command", "no API server endpoint after `kubeadm join`")
+/// Builds the [`JoinCommand`] for `token` from the output of `kubeadm token create
+/// --print-join-command` whose token was replaced on the node (see
+/// [`KubeadmInit`](kubeadm::KubeadmInit)): the endpoint and CA hashes come from the output, the
+/// token from the caller, who generated it. Errors never contain the token.
+pub fn join_command_from_redacted(printed: &str, token: &str) -> Result<JoinCommand> {
+    let line =
+        printed.lines().map(str::trim).find(|l| l.starts_with("kubeadm join ")).ok_or_else(|| {
+            Error::integrity("kubeadm join command", "no `kubeadm join` line in the output")
         })?;
-        let hashes = words
-            .windows(2)
-            .filter(|w| w[0] == "--discovery-token-ca-cert-hash")
-            .map(|w| w[1].to_owned())
-            .collect::<Vec<_>>();
-        if hashes.is_empty() {
-            return Err(Error::integrity(
-                "kubeadm join command",
-                "no --discovery-token-ca-cert-hash: workers could not verify the new API server",
-            ));
-        }
-        Self::new(*endpoint, token, hashes)
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let endpoint = words.get(2).filter(|w| !w.starts_with("--")).ok_or_else(|| {
+        Error::integrity("kubeadm join command", "no API server endpoint after `kubeadm join`")
+    })?;
+    let hashes: Vec<&str> =
+        words.windows(2).filter(|w| w[0] == "--discovery-token-ca-cert-hash").map(|w| w[1]).collect();
+    if hashes.is_empty() {
+        return Err(Error::integrity(
+            "kubeadm join command",
+            "no --discovery-token-ca-cert-hash: workers could not verify the new API server",
+        ));
     }
-
-    /// The API server endpoint (`host:port`).
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    if !is_bootstrap_token(token) {
+        return Err(Error::integrity(
+            "bootstrap token",
+            "not of the form [a-z0-9]{6}.[a-z0-9]{16} (not shown)",
+        ));
     }
-
-    /// The CA public key pins (`sha256:<hex>`).
-    pub fn ca_cert_hashes(&self) -> &[String] {
-        &self.ca_cert_hashes
+    let mut full = format!("kubeadm join {endpoint} --token {token}");
+    for h in hashes {
+        full.push_str(" --discovery-token-ca-cert-hash ");
+        full.push_str(h);
     }
-
-    /// The public half of the token (its id), which `kubeadm token list` shows too.
-    pub fn token_id(&self) -> &str {
-        self.token.split('.').next().unwrap_or_default()
-    }
-
-    /// The secret token itself. Only for building what goes on a worker's standard input.
-    pub fn expose_token(&self) -> &str {
-        &self.token
-    }
-
-    /// The command with the token's secret half replaced, safe to log and print.
-    pub fn redacted(&self) -> String {
-        let mut s = format!("kubeadm join {} --token {}.<redacted>", self.endpoint, self.token_id());
-        for h in &self.ca_cert_hashes {
-            s.push_str(" --discovery-token-ca-cert-hash ");
-            s.push_str(h);
-        }
-        s
-    }
-
-    /// A kubeadm `JoinConfiguration` document (to feed to `kubeadm join --config /dev/stdin`),
-    /// for the kubeadm API version `api_version` (e.g. `kubeadm.k8s.io/v1beta3`).
-    pub fn join_configuration(&self, api_version: &str, node_name: Option<&str>) -> String {
-        use serde_yaml_ng::{Mapping, Value};
-        let s = |v: &str| Value::String(v.to_owned());
-        let mut bootstrap = Mapping::new();
-        bootstrap.insert(s("apiServerEndpoint"), s(&self.endpoint));
-        bootstrap.insert(s("token"), s(&self.token));
-        bootstrap
-            .insert(s("caCertHashes"), Value::Sequence(self.ca_cert_hashes.iter().map(|h| s(h)).collect()));
-        let mut discovery = Mapping::new();
-        discovery.insert(s("bootstrapToken"), Value::Mapping(bootstrap));
-        let mut doc = Mapping::new();
-        doc.insert(s("apiVersion"), s(api_version));
-        doc.insert(s("kind"), s("JoinConfiguration"));
-        doc.insert(s("discovery"), Value::Mapping(discovery));
-        if let Some(name) = node_name {
-            let mut reg = Mapping::new();
-            reg.insert(s("name"), s(name));
-            doc.insert(s("nodeRegistration"), Value::Mapping(reg));
-        }
-        serde_yaml_ng::to_string(&Value::Mapping(doc)).unwrap_or_default()
-    }
-}
-
-impl fmt::Debug for JoinCommand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinCommand")
-            .field("endpoint", &self.endpoint)
-            .field("token", &format_args!("{}.<redacted>", self.token_id()))
-            .field("ca_cert_hashes", &self.ca_cert_hashes)
-            .finish()
-    }
-}
-
-impl fmt::Display for JoinCommand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
+    JoinCommand::parse(&full)
 }
 
 /// Whether `t` has the shape of a kubeadm bootstrap token.
@@ -254,37 +160,33 @@ pub fn generate_bootstrap_token() -> String {
 mod tests {
     use super::*;
 
-    const PRINTED: &str = "kubeadm join 10.0.0.2:6443 --token REDACTED --discovery-token-ca-cert-hash \
-                           sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \n";
+    const HASH: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
-    fn parses_printed_command_and_never_shows_the_secret() {
+    fn joins_the_redacted_output_with_our_token_and_never_shows_the_secret() {
         let token = "abcdef.0123456789abcdef";
-        let j = JoinCommand::from_printed(PRINTED, token).unwrap();
-        assert_eq!(j.endpoint(), "10.0.0.2:6443");
-        assert_eq!(j.ca_cert_hashes().len(), 1);
-        assert_eq!(j.token_id(), "abcdef");
-        for shown in [format!("{j}"), format!("{j:?}"), j.redacted()] {
-            assert!(!shown.contains("0123456789abcdef."), "{shown}");
+        let printed =
+            format!("kubeadm join 10.0.0.2:6443 --token REDACTED --discovery-token-ca-cert-hash {HASH} \n");
+        let j = join_command_from_redacted(&printed, token).unwrap();
+        assert_eq!(j.api_server(), "10.0.0.2:6443");
+        for shown in [format!("{j:?}"), j.redacted()] {
             assert!(!shown.contains(".0123456789abcdef"), "secret half leaked: {shown}");
             assert!(shown.contains("abcdef.<redacted>"), "{shown}");
         }
-        let cfg = j.join_configuration("kubeadm.k8s.io/v1beta3", Some("worker-1"));
-        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&cfg).unwrap();
-        assert_eq!(v["kind"].as_str(), Some("JoinConfiguration"));
-        assert_eq!(v["discovery"]["bootstrapToken"]["token"].as_str(), Some(token));
-        assert_eq!(v["discovery"]["bootstrapToken"]["apiServerEndpoint"].as_str(), Some("10.0.0.2:6443"));
-        assert_eq!(v["nodeRegistration"]["name"].as_str(), Some("worker-1"));
+        let cfg: serde_json::Value =
+            serde_json::from_str(&j.join_configuration("kubeadm.k8s.io/v1beta3", "worker-1")).unwrap();
+        assert_eq!(cfg["discovery"]["bootstrapToken"]["token"], token);
+        assert_eq!(cfg["discovery"]["bootstrapToken"]["caCertHashes"][0], HASH);
     }
 
     #[test]
     fn rejects_output_without_join_line_or_hash_and_bad_tokens() {
-        assert!(JoinCommand::from_printed("error: boom", "abcdef.0123456789abcdef").is_err());
-        assert!(
-            JoinCommand::from_printed("kubeadm join 1.2.3.4:6443 --token x", "abcdef.0123456789abcdef")
-                .is_err()
-        );
-        let err = JoinCommand::from_printed(PRINTED, "not-a-token").unwrap_err().to_string();
+        let t = "abcdef.0123456789abcdef";
+        assert!(join_command_from_redacted("error: boom", t).is_err());
+        assert!(join_command_from_redacted("kubeadm join 1.2.3.4:6443 --token REDACTED", t).is_err());
+        let printed =
+            format!("kubeadm join 10.0.0.2:6443 --token REDACTED --discovery-token-ca-cert-hash {HASH}");
+        let err = join_command_from_redacted(&printed, "not-a-token").unwrap_err().to_string();
         assert!(!err.contains("not-a-token"), "a bad token must not be echoed: {err}");
     }
 

@@ -48,7 +48,8 @@ pub trait Promoter: Send + Sync + fmt::Debug {
     async fn promote(&self, epoch: u64) -> Result<String>;
 }
 
-/// Runs a command (argv, no shell) with `KDR_EPOCH` set, e.g. `kdr failover --config FILE`.
+/// Runs a command (argv, no shell) with `KDR_EPOCH` set and `{epoch}` replaced in its arguments,
+/// e.g. `kdr failover --config FILE --epoch {epoch}`.
 #[derive(Clone, Debug)]
 pub struct ExecPromoter {
     argv: Vec<String>,
@@ -66,7 +67,8 @@ impl ExecPromoter {
 impl Promoter for ExecPromoter {
     async fn promote(&self, epoch: u64) -> Result<String> {
         let env = [("KDR_EPOCH".to_owned(), epoch.to_string())];
-        let out = run_argv(&self.argv, &env, self.timeout, "monitor.standby.promote_command").await?;
+        let argv: Vec<String> = self.argv.iter().map(|a| a.replace("{epoch}", &epoch.to_string())).collect();
+        let out = run_argv(&argv, &env, self.timeout, "monitor.standby.promote_command").await?;
         let last = out.stdout.lines().last().unwrap_or("").to_owned();
         Ok(format!(
             "{} exited 0{}",

@@ -72,7 +72,7 @@ impl ClaimStore {
 
     /// Creates the claim for `claim.epoch`, create-only.
     ///
-    /// - Created: [`ClaimOutcome::Won`].
+    /// - Created (and read back unchanged): [`ClaimOutcome::Won`].
     /// - Already there with the same `run_id`: [`ClaimOutcome::AlreadyOurs`] (a resumed run).
     /// - Already there from anyone else: [`Error::Refused`] "epoch N already claimed by <holder>".
     /// - Store unreachable or denied: [`Error::Unavailable`]; nothing was claimed.
@@ -81,7 +81,22 @@ impl ClaimStore {
         let body = serde_json::to_vec_pretty(claim).map_err(|e| Error::integrity("claim", e.to_string()))?;
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.store.put_opts(&path, PutPayload::from(body), opts).await {
-            Ok(_) => Ok(ClaimOutcome::Won),
+            Ok(_) => {
+                // Read it back: on a store whose conditional create is not atomic (check, then
+                // write), a racing writer may have overwritten ours. Atomic stores always match.
+                match self.get(claim.epoch).await? {
+                    Some(stored) if stored.run_id == claim.run_id => Ok(ClaimOutcome::Won),
+                    Some(stored) => Err(Error::refused(format!(
+                        "epoch {} already claimed by {} on {} (it overwrote this claim: {} does not create \
+                         atomically; use a store with conditional writes, e.g. AWS S3, MinIO, GCS, Azure)",
+                        claim.epoch, stored.holder, stored.host, self.describe
+                    ))),
+                    None => Err(Error::integrity(
+                        format!("claim {path} in {}", self.describe),
+                        "created, but not found when read back",
+                    )),
+                }
+            }
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                 let existing = self.get(claim.epoch).await?.ok_or_else(|| {
                     Error::refused(format!(

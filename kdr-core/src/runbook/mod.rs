@@ -38,14 +38,18 @@ use crate::error::{Error, Result};
 use crate::fence::{FenceTarget, Fencer};
 use crate::snapshot::{Manifest, SnapshotId, SnapshotStore};
 
+pub mod adapters;
 pub mod checks;
 pub mod claim;
+pub mod config;
 pub mod hooks;
 pub mod journal;
 pub mod plan;
 
+pub use adapters::{FlowRestore, ParallelWorkerRecovery};
 pub use checks::{CheckContext, CheckResult, KubectlPostChecks, PostCheckSettings, PostChecker};
 pub use claim::{Claim, ClaimOutcome, ClaimStore};
+pub use config::{FailoverConfig, build_runbook};
 pub use hooks::{HookContext, HookPhase, HookSpec, HooksSettings};
 pub use journal::{Journal, JournalLock, StepKind, StepStatus};
 pub use plan::{Plan, PlannedStep, SnapshotSummary, StepAction};
@@ -133,9 +137,13 @@ pub struct PromotionSettings {
     pub old_primary_address: String,
     /// The claim's holder name; defaults to `node_name`.
     pub holder: Option<String>,
-    /// Where journals and the lock live.
+    /// Where journals, the lock and the restore marker live.
     pub state_dir: PathBuf,
-    /// The prefix under which `claims/` live in the object store.
+    /// Where the restore step stages the whole bundle (the old ClusterConfiguration and
+    /// manifests that `[kubeadm]` derives from).
+    pub bundle_dir: PathBuf,
+    /// The prefix under which `claims/` live in the object store (empty: the store URL's prefix,
+    /// beside the backup sets).
     pub claims_prefix: String,
     /// `"latest"` or a backup set id.
     pub snapshot: String,
@@ -154,6 +162,7 @@ impl Default for PromotionSettings {
             old_primary_address: String::new(),
             holder: None,
             state_dir: PathBuf::from("/var/lib/kdr/promotion"),
+            bundle_dir: PathBuf::from("/var/lib/kdr/promotion/bundle"),
             claims_prefix: String::new(),
             snapshot: "latest".into(),
             mode: PromotionMode::NewHost,

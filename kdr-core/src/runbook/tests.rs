@@ -106,10 +106,12 @@ impl ControlPlaneInit for FakeInit {
     }
     async fn join_command(&self) -> Result<JoinCommand> {
         self.0.event("join-command".into()).await;
-        JoinCommand::new(
-            "10.0.0.2:6443",
-            crate::control_plane::generate_bootstrap_token(),
-            vec!["sha256:ab".into()],
+        crate::control_plane::join_command_from_redacted(
+            &format!(
+                "kubeadm join 10.0.0.2:6443 --token X --discovery-token-ca-cert-hash sha256:{}",
+                "ab".repeat(32)
+            ),
+            &crate::control_plane::generate_bootstrap_token(),
         )
     }
 }
