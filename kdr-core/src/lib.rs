@@ -12,13 +12,18 @@
 //!
 //! | module | trait | default implementations |
 //! | --- | --- | --- |
+//! | [`backup`] | (entry point [`backup::backup`]) | one-pass etcd snapshot + bundle + manifest pipeline |
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
-//! | [`etcd`] | `EtcdRestorer` | `EtcdutlRestorer` (etcdutl, or etcdctl for 3.4) |
+//! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
 //! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
 //! | [`remote`] | [`remote::NodeRemote`] | [`remote::SshNodeRemote`] (async-ssh2-tokio) |
 //! | [`workers`] | [`workers::NodeReadiness`] | [`workers::recover_workers`] (rewire or rejoin, in parallel), [`workers::KubectlReadiness`] |
 //! | [`health`] | [`health::HealthProbe`] | `ApiServerProbe` (HTTPS, reqwest+rustls), `TcpProbe`, `IcmpProbe` (surge-ping), `WitnessProbe` (via `NodeRemote`), `SelfProbe`; `ProbeSet` runs bounded rounds |
 //! | [`failover`] | [`failover::DetectorPolicy`], [`failover::StateStore`] | `FailoverDetector` (a pure state machine), `SeedRulePolicy`; `FileStateStore`, `InMemoryStateStore`; `trace` (JSONL recording and replay) |
+//!
+//! [`restore`] is the verified restore flow (download, verify, restore beside the target, swap, bundle)
+//! and restore drills; it composes the traits above. [`monitor`] is `kdr-monitor`'s service
+//! (scheduled backups and drills, self-fence guard, detector loop and promotion, metrics).
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock.
@@ -29,13 +34,19 @@
 //! | `test-util` | `testing`: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod backup;
 pub mod clock;
+pub mod config;
 pub mod control_plane;
 pub mod error;
 pub mod etcd;
 pub mod failover;
+pub mod fence;
 pub mod health;
+pub mod monitor;
 pub mod remote;
+pub mod restore;
+pub mod runbook;
 pub mod snapshot;
 pub mod workers;
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod replay;
+mod service;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,21 +22,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the monitor: the primary's backups, drills and self-fence guard and/or the standby's
+    /// detector and promotion, with /metrics, /healthz and /status. Stops on SIGTERM.
+    Run(service::ConfigArgs),
+    /// Validate the configuration and print the effective one (secrets redacted).
+    CheckConfig(service::ConfigArgs),
     /// Replay a recorded trace (JSON Lines) through the failover detector and print its decisions.
     Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
-    // Logs go to stderr (RUST_LOG filters them); stdout carries only command output (replay's JSONL).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay(args) => replay::run(&args),
+        // `run` sets up logging itself, in the configured format ([monitor] log_format).
+        Command::Run(args) => service::run(&args),
+        Command::CheckConfig(args) => {
+            init_cli_tracing();
+            service::check_config(&args)
+        }
+        Command::Replay(args) => {
+            init_cli_tracing();
+            replay::run(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +52,16 @@ fn main() -> ExitCode {
             exit_code(&err)
         }
     }
+}
+
+/// Logs go to stderr (RUST_LOG filters them); stdout carries only command output (replay's JSONL).
+fn init_cli_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
 }
 
 /// 2 for bad input or configuration (a malformed trace), 1 for anything else.

@@ -9,8 +9,10 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 
+pub mod local;
 pub mod ssh;
 
+pub use local::LocalNodeRemote;
 pub use ssh::{HostKeyPolicy, SshConfig, SshNodeRemote, SshTarget};
 
 /// A command to run on a node.

@@ -21,6 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod codec;
+pub mod object_store;
+pub mod retention;
+pub mod verify;
+
+pub use self::object_store::{ObjectStoreSnapshotStore, StoreOptions};
+
 /// A stream of bytes, as uploaded to or downloaded from a store.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
@@ -257,6 +264,12 @@ pub struct IncompleteSet {
 pub trait SnapshotStore: Send + Sync + fmt::Debug {
     /// A description of the store for messages, with no credentials (e.g. `s3://kdr/prod`).
     fn describe(&self) -> String;
+
+    /// Checks that the store is reachable and usable (bucket exists, credentials accepted) before
+    /// a long operation starts. The default lists the sets.
+    async fn check(&self) -> Result<()> {
+        self.list().await.map(|_| ())
+    }
 
     /// Uploads object `name` of set `id` from `data`. Returns its stored size and sha256.
     async fn put_object(&self, id: &SnapshotId, name: &str, data: ByteStream) -> Result<StoredObject>;

@@ -358,8 +358,11 @@ pub async fn recover_workers(
     if let RecoveryPlan::Rejoin { join } = plan {
         tracing::info!(join = %join.redacted(), workers = workers.len(), "rejoining workers");
     }
-    let mut results: Vec<(usize, WorkerResult)> = futures::stream::iter(workers.iter().enumerate())
-        .map(|(i, w)| {
+    // Indices, not references, go through the closure: a closure over `&WorkerTarget` makes the
+    // future's `Send` unprovable (rust-lang/rust#102211), and callers such as the runbook need it.
+    let mut results: Vec<(usize, WorkerResult)> = futures::stream::iter(0..workers.len())
+        .map(|i| {
+            let w = &workers[i];
             let stamp = stamp.as_str();
             async move {
                 let started = clock.instant();

@@ -1,3 +1,4 @@
 //! Conformance suites: the behaviour every implementation of a trait must show. Each real
 //! implementation runs its suite against a real server; each fake runs it too.
 pub mod node_remote;
+pub mod snapshot_store;

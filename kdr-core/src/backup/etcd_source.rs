@@ -1,0 +1,496 @@
+//! Reading a backup's data from ONE etcd member: its status (revision, version, db size, name),
+//! a key inventory at that revision, a single key, and the Snapshot RPC stream with etcd's
+//! sha256 trailer verified on the fly.
+//!
+//! The Snapshot RPC streams the bbolt db in chunks of at most 32 KiB, then one last message whose
+//! blob is the 32-byte sha256 of everything before it (`remaining_bytes` is 0 on both the last
+//! data chunk and the hash message). [`EtcdSource::snapshot`] holds one message back; the one
+//! held at the end of the stream is the hash. The stream it returns yields the db followed by the
+//! 32-byte trailer (so the stored file is exactly what `etcdctl snapshot save` writes and
+//! `etcdutl snapshot restore` verifies), and fails with [`Error::Integrity`] if the trailer does
+//! not match.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::snapshot::ByteStream;
+
+/// Client TLS files for etcd (kubeadm: `/etc/kubernetes/pki/etcd/ca.crt` and the
+/// `apiserver-etcd-client` or `healthcheck-client` pair).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EtcdTlsFiles {
+    /// CA certificate that signed etcd's server certificate (`--cacert`).
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (`--cert`).
+    pub cert: Option<PathBuf>,
+    /// Client private key (`--key`).
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdTlsFiles {
+    /// Whether any TLS file is set.
+    pub fn is_set(&self) -> bool {
+        self.cacert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+}
+
+/// How to reach the etcd member to back up.
+#[derive(Clone, Debug)]
+pub struct EtcdSourceOptions {
+    /// One member's client URL, e.g. `https://127.0.0.1:2379`.
+    pub endpoint: String,
+    /// TLS files (required for `https://` with client-cert auth, as kubeadm sets up).
+    pub tls: EtcdTlsFiles,
+    /// Limit for connecting and for each unary request (default 10 s). The snapshot stream has
+    /// no overall limit (it can take minutes); a dead member is noticed by keep-alives.
+    pub request_timeout: Duration,
+    /// Keys per page of the inventory's keys-only ranges (default 5000, well under gRPC's 4 MB
+    /// message limit for Kubernetes-sized keys).
+    pub page_size: i64,
+}
+
+impl EtcdSourceOptions {
+    /// Options for `endpoint` with defaults.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            tls: EtcdTlsFiles::default(),
+            request_timeout: Duration::from_secs(10),
+            page_size: 5000,
+        }
+    }
+}
+
+/// What `status()` and the member list say about the member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member's name (empty if not found in the member list).
+    pub name: String,
+    /// The member's id, hex.
+    pub id: String,
+    /// Server version, e.g. `3.5.16`.
+    pub version: String,
+    /// The store's current revision.
+    pub revision: i64,
+    /// The db's size on disk.
+    pub db_size: u64,
+}
+
+/// Count of keys per `/registry/<resource>/` prefix at a revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyInventory {
+    /// Keys per resource (`pods`, `secrets`, ...); keys outside `/registry/` count as `other`.
+    pub by_resource: BTreeMap<String, u64>,
+    /// All keys.
+    pub total: u64,
+    /// The revision the keys were read at.
+    pub revision: i64,
+}
+
+impl KeyInventory {
+    /// Adds one key to the counts.
+    pub fn count_key(&mut self, key: &[u8]) {
+        *self.by_resource.entry(resource_of(key)).or_default() += 1;
+        self.total += 1;
+    }
+}
+
+/// The inventory bucket of a key: the first segment after `/registry/`, else `other`.
+pub fn resource_of(key: &[u8]) -> String {
+    key.strip_prefix(b"/registry/")
+        .and_then(|rest| {
+            let end = rest.iter().position(|&b| b == b'/')?;
+            (end > 0).then(|| String::from_utf8_lossy(&rest[..end]).into_owned())
+        })
+        .unwrap_or_else(|| "other".to_owned())
+}
+
+/// The outcome of a fully read snapshot stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotDigest {
+    /// Bytes yielded, trailer included.
+    pub raw_size: u64,
+    /// Hex sha256 of the bytes yielded (db and trailer).
+    pub raw_sha256: String,
+    /// Whether etcd's trailer matched the db (always true when the stream ended without error).
+    pub etcd_hash_verified: bool,
+}
+
+/// A snapshot stream and, once it has been read to the end, its digest.
+pub struct SnapshotStream {
+    /// The db bytes followed by etcd's 32-byte sha256 trailer.
+    pub stream: ByteStream,
+    /// Resolves after the stream ends without error.
+    pub digest: oneshot::Receiver<SnapshotDigest>,
+}
+
+impl std::fmt::Debug for SnapshotStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStream").finish_non_exhaustive()
+    }
+}
+
+/// A connection to one etcd member.
+#[derive(Clone)]
+pub struct EtcdSource {
+    client: Client,
+    opts: EtcdSourceOptions,
+}
+
+impl std::fmt::Debug for EtcdSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSource").field("endpoint", &self.opts.endpoint).finish()
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound {
+                what: format!("{flag} file {}", path.display()),
+                hint: Some(format!("fix {flag}; kubeadm keeps etcd's client certs in /etc/kubernetes/pki")),
+            }
+        } else {
+            Error::io(format!("failed to read {flag} file {}", path.display()), e)
+        }
+    })
+}
+
+impl EtcdSource {
+    /// Connects to the member (TLS if the endpoint is `https://`). Nothing is sent yet; errors
+    /// surface on the first request, named with the endpoint and the flags to check.
+    pub async fn connect(opts: &EtcdSourceOptions) -> Result<Self> {
+        let endpoint = opts.endpoint.trim();
+        let url = url::Url::parse(endpoint).map_err(|e| {
+            Error::config(
+                "--etcd-endpoint",
+                format!("{endpoint:?} is not a URL ({e}); e.g. https://127.0.0.1:2379"),
+            )
+        })?;
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => {
+                return Err(Error::config(
+                    "--etcd-endpoint",
+                    format!("{endpoint:?}: scheme {other:?} is not http or https"),
+                ));
+            }
+        };
+        let mut co = ConnectOptions::new()
+            .with_connect_timeout(opts.request_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10))
+            .with_keep_alive_while_idle(true);
+        if https {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &opts.tls.cacert {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read_pem("--cacert", ca)?));
+            }
+            match (&opts.tls.cert, &opts.tls.key) {
+                (Some(c), Some(k)) => {
+                    tls = tls.identity(etcd_client::Identity::from_pem(
+                        read_pem("--cert", c)?,
+                        read_pem("--key", k)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(Error::config(
+                        "--cert/--key",
+                        "give both the client certificate and its key, or neither",
+                    ));
+                }
+            }
+            co = co.with_tls(tls);
+        } else if opts.tls.is_set() {
+            return Err(Error::config(
+                "--etcd-endpoint",
+                format!("{endpoint} is plain http but TLS files were given; use https://"),
+            ));
+        }
+        let client = tokio::time::timeout(opts.request_timeout, Client::connect([endpoint], Some(co)))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("connecting to etcd at {endpoint}"),
+                after: opts.request_timeout,
+            })?
+            .map_err(|e| unreachable(endpoint, https, "connecting", &e))?;
+        Ok(Self { client, opts: EtcdSourceOptions { endpoint: endpoint.to_owned(), ..opts.clone() } })
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.opts.endpoint
+    }
+
+    async fn unary<T, F>(&self, what: &str, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let https = self.opts.endpoint.starts_with("https");
+        tokio::time::timeout(self.opts.request_timeout, fut)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("{what} on etcd at {}", self.opts.endpoint),
+                after: self.opts.request_timeout,
+            })?
+            .map_err(|e| unreachable(&self.opts.endpoint, https, what, &e))
+    }
+
+    /// The member's status: name, id, version, revision, db size.
+    pub async fn status(&self) -> Result<MemberStatus> {
+        let mut mc = self.client.maintenance_client();
+        let status = self.unary("reading status", mc.status()).await?;
+        let header = status.header().ok_or_else(|| {
+            Error::integrity(format!("etcd at {}", self.opts.endpoint), "status response has no header")
+        })?;
+        let member_id = header.member_id();
+        let revision = header.revision();
+        let mut cc = self.client.cluster_client();
+        let members = self.unary("listing members", cc.member_list()).await?;
+        let name = members
+            .members()
+            .iter()
+            .find(|m| m.id() == member_id)
+            .map(|m| m.name().to_owned())
+            .unwrap_or_default();
+        Ok(MemberStatus {
+            name,
+            id: format!("{member_id:x}"),
+            version: status.version().to_owned(),
+            revision,
+            db_size: status.db_size().max(0) as u64,
+        })
+    }
+
+    /// Counts keys per `/registry/<resource>/` prefix at `revision`, with paged keys-only ranges.
+    pub async fn key_inventory(&self, revision: i64) -> Result<KeyInventory> {
+        let mut kv = self.client.kv_client();
+        let mut inv = KeyInventory { revision, ..Default::default() };
+        let mut start: Vec<u8> = vec![0];
+        loop {
+            let opts = GetOptions::new()
+                .with_from_key()
+                .with_keys_only()
+                .with_limit(self.opts.page_size)
+                .with_revision(revision);
+            let resp = self.unary("reading the key inventory", kv.get(start.clone(), Some(opts))).await?;
+            let kvs = resp.kvs();
+            for kv in kvs {
+                inv.count_key(kv.key());
+            }
+            match kvs.last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(inv)
+    }
+
+    /// The value of `key` at `revision` (0: latest), if present.
+    pub async fn get(&self, key: &str, revision: i64) -> Result<Option<Vec<u8>>> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .unary(&format!("reading {key}"), kv.get(key, Some(GetOptions::new().with_revision(revision))))
+            .await?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Starts the Snapshot RPC. See the [module docs](self) for what the stream yields.
+    pub async fn snapshot(&self) -> Result<SnapshotStream> {
+        let mut mc = self.client.maintenance_client();
+        let endpoint = self.opts.endpoint.clone();
+        let https = endpoint.starts_with("https");
+        let streaming = self.unary("starting the snapshot", mc.snapshot()).await?;
+        let (tx, rx) = oneshot::channel();
+        let state = TrailerState {
+            streaming: Some(streaming),
+            held: None,
+            hasher: Sha256::new(),
+            size: 0,
+            digest_tx: Some(tx),
+            endpoint,
+            https,
+        };
+        let stream = futures::stream::unfold(state, |mut st| async move {
+            let item = st.next_item().await?;
+            Some((item, st))
+        })
+        .boxed();
+        Ok(SnapshotStream { stream, digest: rx })
+    }
+}
+
+struct TrailerState {
+    streaming: Option<etcd_client::SnapshotStreaming>,
+    held: Option<Bytes>,
+    hasher: Sha256,
+    size: u64,
+    digest_tx: Option<oneshot::Sender<SnapshotDigest>>,
+    endpoint: String,
+    https: bool,
+}
+
+impl TrailerState {
+    /// The next chunk to yield, the final error, or `None` when done.
+    async fn next_item(&mut self) -> Option<Result<Bytes>> {
+        loop {
+            let streaming = self.streaming.as_mut()?;
+            match streaming.message().await {
+                Ok(Some(msg)) => {
+                    let blob = Bytes::copy_from_slice(msg.blob());
+                    if let Some(prev) = self.held.replace(blob) {
+                        self.hasher.update(&prev);
+                        self.size += prev.len() as u64;
+                        return Some(Ok(prev));
+                    }
+                }
+                Ok(None) => {
+                    self.streaming = None;
+                    return Some(self.finish());
+                }
+                Err(e) => {
+                    self.streaming = None;
+                    let mut err = unreachable(&self.endpoint, self.https, "streaming the snapshot", &e);
+                    if let Error::Unavailable { what, .. } = &mut err {
+                        *what = format!("{what} (stream broke after {} bytes)", self.size);
+                    }
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<Bytes> {
+        let what = format!("etcd snapshot from {}", self.endpoint);
+        let trailer =
+            self.held.take().ok_or_else(|| Error::integrity(&what, "the snapshot stream was empty"))?;
+        if trailer.len() != 32 {
+            return Err(Error::integrity(
+                &what,
+                format!("the last message is {} bytes, not etcd's 32-byte sha256 trailer", trailer.len()),
+            ));
+        }
+        let db_hash = self.hasher.clone().finalize();
+        if db_hash.as_slice() != &trailer[..] {
+            return Err(Error::integrity(
+                &what,
+                format!(
+                    "etcd's sha256 trailer is {} but the {} bytes received hash to {}",
+                    hex::encode(&trailer),
+                    self.size,
+                    hex::encode(db_hash)
+                ),
+            ));
+        }
+        self.hasher.update(&trailer);
+        self.size += trailer.len() as u64;
+        let digest = SnapshotDigest {
+            raw_size: self.size,
+            raw_sha256: hex::encode(self.hasher.clone().finalize()),
+            etcd_hash_verified: true,
+        };
+        if let Some(tx) = self.digest_tx.take() {
+            let _ = tx.send(digest);
+        }
+        Ok(trailer)
+    }
+}
+
+/// Maps an etcd-client error to a kdr error naming the endpoint and what to check.
+fn unreachable(endpoint: &str, https: bool, doing: &str, e: &etcd_client::Error) -> Error {
+    let text = chain(e);
+    let lower = text.to_ascii_lowercase();
+    let hint = if ["certificate", "tls", "handshake", "alert", "unknownca"].iter().any(|k| lower.contains(k))
+    {
+        "TLS failed: check --cacert (the CA that signed etcd's server cert, kubeadm: /etc/kubernetes/pki/etcd/ca.crt) \
+         and --cert/--key (a client pair signed by etcd's CA)"
+    } else if lower.contains("permission denied") || lower.contains("unauthenticated") {
+        "etcd refused the client: check --cert/--key"
+    } else if https {
+        "check --etcd-endpoint and that etcd is running; with client-cert auth also --cacert/--cert/--key"
+    } else {
+        "check --etcd-endpoint and that etcd is running"
+    };
+    Error::unavailable(format!("etcd at {endpoint} failed while {doing} ({hint})"), etcd_cause(e))
+}
+
+/// What went wrong, once: etcd-client's messages repeat the transport error several times.
+fn etcd_cause(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut root: Option<&dyn std::error::Error> = std::error::Error::source(status);
+            while let Some(next) = root.and_then(|r| r.source()) {
+                root = Some(next);
+            }
+            let head = format!("{:?}: {}", status.code(), status.message());
+            match root {
+                Some(r) if !head.contains(&r.to_string()) => format!("{head}: {r}"),
+                _ => head,
+            }
+        }
+        other => crate::snapshot::object_store::concise_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_are_the_first_segment_after_registry() {
+        assert_eq!(resource_of(b"/registry/pods/default/nginx"), "pods");
+        assert_eq!(resource_of(b"/registry/secrets/kube-system/x"), "secrets");
+        assert_eq!(
+            resource_of(b"/registry/apiregistration.k8s.io/apiservices/v1."),
+            "apiregistration.k8s.io"
+        );
+        assert_eq!(resource_of(b"/registry/ranges/serviceips"), "ranges");
+        assert_eq!(resource_of(b"/registry/health"), "other");
+        assert_eq!(resource_of(b"/registry//x"), "other");
+        assert_eq!(resource_of(b"compact_rev_key"), "other");
+        let mut inv = KeyInventory::default();
+        for k in ["/registry/pods/a/b", "/registry/pods/a/c", "/x"] {
+            inv.count_key(k.as_bytes());
+        }
+        assert_eq!(inv.total, 3);
+        assert_eq!(inv.by_resource["pods"], 2);
+        assert_eq!(inv.by_resource["other"], 1);
+    }
+
+    #[tokio::test]
+    async fn bad_endpoints_name_the_flag() {
+        for bad in ["localhost:2379", "ftp://x:1"] {
+            let e = EtcdSource::connect(&EtcdSourceOptions::new(bad)).await.unwrap_err();
+            assert!(e.is_usage() && e.to_string().contains("--etcd-endpoint"), "{bad}: {e}");
+        }
+        let mut o = EtcdSourceOptions::new("https://127.0.0.1:1");
+        o.tls.cacert = Some("/nonexistent/ca.crt".into());
+        let e = EtcdSource::connect(&o).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }) && e.to_string().contains("--cacert"), "{e}");
+    }
+}

@@ -1,0 +1,500 @@
+//! kdr's configuration: a TOML file, then `KDR_*` (and the standard `AWS_*`, `GOOGLE_*`,
+//! `AZURE_*`) environment variables, then command-line flags, each overriding the one before.
+//!
+//! Library code never reads the process environment: [`Config::apply_env`] takes the variables
+//! as a map (the binary passes `std::env::vars()`), so the mapping is testable without
+//! `set_var`. Secrets (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, Azure/GCS keys) come only
+//! from the environment, never from the file or flags, and are never printed.
+//!
+//! ```toml
+//! [cluster]
+//! name = "prod-eu1"                 # recorded in each manifest (default "kubernetes")
+//!
+//! [etcd]
+//! endpoint = "https://127.0.0.1:2379"
+//! cacert = "/etc/kubernetes/pki/etcd/ca.crt"
+//! cert = "/etc/kubernetes/pki/apiserver-etcd-client.crt"
+//! key = "/etc/kubernetes/pki/apiserver-etcd-client.key"
+//!
+//! [store]
+//! url = "s3://backups/prod-eu1"
+//! endpoint = "https://minio.internal:9000"   # S3-compatible servers
+//! region = "us-east-1"
+//! allow_http = false
+//!
+//! [backup]
+//! compression = "zstd"              # or "none"
+//! encryption_key_file = "/etc/kdr/backup.age"   # an age identity or recipient (age1...)
+//!
+//! [retention]
+//! keep_last = 7
+//! keep_daily = 7
+//! ```
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup::bundle::{BundleOptions, BundleSpec, KUBERNETES_DIR};
+use crate::backup::etcd_source::{EtcdSourceOptions, EtcdTlsFiles};
+use crate::error::{Error, Result};
+use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions, EncryptionKey};
+use crate::snapshot::retention::RetentionPolicy;
+use crate::snapshot::{Compression, StoreOptions};
+
+/// The whole configuration. Every section and field has a default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[cluster]`
+    pub cluster: ClusterConfig,
+    /// `[etcd]`
+    pub etcd: EtcdConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[backup]`
+    pub backup: BackupConfig,
+    /// `[retention]`
+    pub retention: RetentionPolicy,
+    /// `[restore]` (see [`RestoreConfig`](crate::restore::config::RestoreConfig)).
+    pub restore: crate::restore::config::RestoreConfig,
+    /// `[detector]` (see [`DetectorConfig`](crate::failover::DetectorConfig)): the standby's
+    /// failover decision.
+    pub detector: crate::failover::DetectorConfig,
+    /// `[monitor]` (see [`MonitorConfig`](crate::monitor::config::MonitorConfig)): what
+    /// `kdr-monitor run` does.
+    pub monitor: crate::monitor::config::MonitorConfig,
+}
+
+/// `[cluster]`: identity of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Name recorded in manifests (default `kubernetes`, kubeadm's default cluster name).
+    pub name: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { name: "kubernetes".into() }
+    }
+}
+
+/// `[etcd]`: the member to back up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// One member's client URL (no default: `--etcd-endpoint` or `KDR_ETCD_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// CA of etcd's server certificate.
+    pub cacert: Option<PathBuf>,
+    /// Client certificate.
+    pub cert: Option<PathBuf>,
+    /// Client key.
+    pub key: Option<PathBuf>,
+    /// Limit for connecting and for each request, in seconds (default 10).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self { endpoint: None, cacert: None, cert: None, key: None, request_timeout_secs: 10 }
+    }
+}
+
+/// `[store]`: where backup sets live.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `s3://bucket/prefix`, `gs://...`, `az://...`, `file:///dir` or `memory://` (no default).
+    pub url: Option<String>,
+    /// S3 endpoint for S3-compatible servers (`AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// S3 region (`AWS_REGION`, default `us-east-1`).
+    pub region: Option<String>,
+    /// S3 access key id (`AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Allow `http://` endpoints (default false).
+    pub allow_http: bool,
+    /// Virtual-hosted-style S3 requests (default false: path style).
+    pub virtual_hosted_style: bool,
+    /// Send S3 bodies unsigned (`UNSIGNED-PAYLOAD`); default: unsigned over HTTPS only.
+    pub unsigned_payload: Option<bool>,
+    /// Multipart part size in MiB (default 8, minimum 5).
+    pub part_size_mib: usize,
+    /// Parts uploaded at once (default 2).
+    pub upload_concurrency: usize,
+    /// Give up on a failing request after this many seconds of retries (default 30).
+    pub retry_timeout_secs: u64,
+    /// Retries per request (default 3).
+    pub max_retries: usize,
+    /// Secrets and provider options from the environment only (never serialized).
+    #[serde(skip)]
+    pub secrets: StoreSecrets,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            unsigned_payload: None,
+            part_size_mib: 8,
+            upload_concurrency: 2,
+            retry_timeout_secs: 30,
+            max_retries: 3,
+            secrets: StoreSecrets::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreSecrets(<redacted>)")
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("allow_http", &self.allow_http)
+            .field("secrets", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Store secrets, from the environment only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreSecrets {
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// `AWS_SESSION_TOKEN`.
+    pub session_token: Option<String>,
+    /// `GOOGLE_*` and `AZURE_*` variables as object_store options (lower-cased names).
+    pub provider_options: Vec<(String, String)>,
+}
+
+/// `[backup]`: what a backup takes and how it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// `zstd` (default) or `none`.
+    pub compression: Compression,
+    /// zstd level (default 1: fast).
+    pub zstd_level: i32,
+    /// An age identity or recipient file; sets are encrypted when set (default: not encrypted).
+    pub encryption_key_file: Option<PathBuf>,
+    /// The kubeadm directory whose defaults are bundled (default `/etc/kubernetes`).
+    pub kubernetes_dir: PathBuf,
+    /// Bundle exactly these paths instead of the kubeadm defaults.
+    pub bundle: Vec<PathBuf>,
+    /// Bundle nothing (default false).
+    pub no_bundle: bool,
+    /// A file with the kubeadm ClusterConfiguration (default: read from etcd).
+    pub kubeadm_config: Option<PathBuf>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            compression: Compression::Zstd,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            encryption_key_file: None,
+            kubernetes_dir: PathBuf::from(KUBERNETES_DIR),
+            bundle: Vec::new(),
+            no_bundle: false,
+            kubeadm_config: None,
+        }
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(Error::config(key, format!("{v:?} is not a boolean (true/false)"))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
+    v.trim().parse().map_err(|_| Error::config(key, format!("{v:?} is not a number")))
+}
+
+impl Config {
+    /// Parses a TOML document; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))
+    }
+
+    /// Reads a TOML file. A missing file is [`Error::Config`] naming it.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("config file {}", path.display()), format!("cannot read it: {e}"))
+        })?;
+        Self::from_toml(&text, &format!("config file {}", path.display()))
+    }
+
+    /// Applies environment variables (given as a map), overriding the file:
+    ///
+    /// | variable | setting |
+    /// | --- | --- |
+    /// | `KDR_CLUSTER_NAME` | `cluster.name` |
+    /// | `KDR_ETCD_ENDPOINT`, `KDR_ETCD_CACERT`, `KDR_ETCD_CERT`, `KDR_ETCD_KEY` | `etcd.*` |
+    /// | `KDR_STORE` | `store.url` |
+    /// | `KDR_STORE_ENDPOINT`, else `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT` | `store.endpoint` |
+    /// | `KDR_STORE_REGION`, else `AWS_REGION`, `AWS_DEFAULT_REGION` | `store.region` |
+    /// | `AWS_ACCESS_KEY_ID` | `store.access_key_id` |
+    /// | `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | secrets (environment only) |
+    /// | `KDR_STORE_ALLOW_HTTP`, else `AWS_ALLOW_HTTP` | `store.allow_http` |
+    /// | `KDR_STORE_UNSIGNED_PAYLOAD`, `KDR_STORE_PART_SIZE_MIB`, `KDR_STORE_UPLOAD_CONCURRENCY`, `KDR_STORE_RETRY_TIMEOUT_SECS`, `KDR_STORE_MAX_RETRIES` | `store.*` |
+    /// | `GOOGLE_*`, `AZURE_*` | passed to the GCS/Azure client as options |
+    /// | `KDR_COMPRESSION`, `KDR_ENCRYPTION_KEY_FILE`, `KDR_KUBERNETES_DIR`, `KDR_KUBEADM_CONFIG` | `backup.*` |
+    pub fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<()> {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let first = |keys: &[&str]| keys.iter().find_map(|k| get(k));
+        if let Some(v) = get("KDR_CLUSTER_NAME") {
+            self.cluster.name = v;
+        }
+        if let Some(v) = get("KDR_ETCD_ENDPOINT") {
+            self.etcd.endpoint = Some(v);
+        }
+        for (k, slot) in [
+            ("KDR_ETCD_CACERT", &mut self.etcd.cacert),
+            ("KDR_ETCD_CERT", &mut self.etcd.cert),
+            ("KDR_ETCD_KEY", &mut self.etcd.key),
+            ("KDR_ENCRYPTION_KEY_FILE", &mut self.backup.encryption_key_file),
+            ("KDR_KUBEADM_CONFIG", &mut self.backup.kubeadm_config),
+        ] {
+            if let Some(v) = get(k) {
+                *slot = Some(PathBuf::from(v));
+            }
+        }
+        if let Some(v) = get("KDR_KUBERNETES_DIR") {
+            self.backup.kubernetes_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("KDR_COMPRESSION") {
+            self.backup.compression = parse_compression("KDR_COMPRESSION", &v)?;
+        }
+        if let Some(v) = get("KDR_STORE") {
+            self.store.url = Some(v);
+        }
+        if let Some(v) =
+            first(&["KDR_STORE_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"])
+        {
+            self.store.endpoint = Some(v);
+        }
+        if let Some(v) = first(&["KDR_STORE_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"]) {
+            self.store.region = Some(v);
+        }
+        if let Some(v) = get("AWS_ACCESS_KEY_ID") {
+            self.store.access_key_id = Some(v);
+        }
+        if let Some(v) = first(&["KDR_STORE_ALLOW_HTTP", "AWS_ALLOW_HTTP"]) {
+            self.store.allow_http = parse_bool("KDR_STORE_ALLOW_HTTP", &v)?;
+        }
+        if let Some(v) = get("KDR_STORE_UNSIGNED_PAYLOAD") {
+            self.store.unsigned_payload = Some(parse_bool("KDR_STORE_UNSIGNED_PAYLOAD", &v)?);
+        }
+        if let Some(v) = get("KDR_STORE_PART_SIZE_MIB") {
+            self.store.part_size_mib = parse_num("KDR_STORE_PART_SIZE_MIB", &v)?;
+        }
+        if let Some(v) = get("KDR_STORE_UPLOAD_CONCURRENCY") {
+            self.store.upload_concurrency = parse_num("KDR_STORE_UPLOAD_CONCURRENCY", &v)?;
+        }
+        if let Some(v) = get("KDR_STORE_RETRY_TIMEOUT_SECS") {
+            self.store.retry_timeout_secs = parse_num("KDR_STORE_RETRY_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = get("KDR_STORE_MAX_RETRIES") {
+            self.store.max_retries = parse_num("KDR_STORE_MAX_RETRIES", &v)?;
+        }
+        self.restore.apply_env(env)?;
+        self.store.secrets.secret_access_key = get("AWS_SECRET_ACCESS_KEY");
+        self.store.secrets.session_token = get("AWS_SESSION_TOKEN");
+        self.store.secrets.provider_options = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("GOOGLE_") || k.starts_with("AZURE_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        Ok(())
+    }
+
+    /// The store URL, or a [`Error::Config`] saying how to give one.
+    pub fn store_url(&self) -> Result<&str> {
+        self.store.url.as_deref().ok_or_else(|| {
+            Error::config(
+                "--store",
+                "no store given: pass --store URL, set KDR_STORE, or [store] url in the config file",
+            )
+        })
+    }
+
+    /// Options for [`crate::snapshot::ObjectStoreSnapshotStore::from_url`].
+    pub fn store_options(&self) -> Result<StoreOptions> {
+        let s = &self.store;
+        if s.part_size_mib < 5 {
+            return Err(Error::config("store.part_size_mib", "S3 parts must be at least 5 MiB"));
+        }
+        if s.upload_concurrency == 0 {
+            return Err(Error::config("store.upload_concurrency", "must be at least 1"));
+        }
+        // Only options that apply to the URL's provider (object_store rejects unknown keys).
+        let scheme =
+            s.url.as_deref().and_then(|u| u.split_once("://")).map(|(scheme, _)| scheme).unwrap_or("");
+        let prefix = match scheme {
+            "gs" => "google_",
+            "az" | "azure" | "abfs" | "abfss" => "azure_",
+            _ => "\0",
+        };
+        Ok(StoreOptions {
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            access_key_id: s.access_key_id.clone(),
+            secret_access_key: s.secrets.secret_access_key.clone(),
+            session_token: s.secrets.session_token.clone(),
+            allow_http: s.allow_http,
+            virtual_hosted_style: s.virtual_hosted_style,
+            unsigned_payload: s.unsigned_payload,
+            extra: s
+                .secrets
+                .provider_options
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .cloned()
+                .collect(),
+            part_size: s.part_size_mib * 1024 * 1024,
+            upload_concurrency: s.upload_concurrency,
+            retry_timeout: Duration::from_secs(s.retry_timeout_secs),
+            max_retries: s.max_retries,
+        })
+    }
+
+    /// Options for the etcd source, or a [`Error::Config`] if no endpoint is set.
+    pub fn etcd_options(&self) -> Result<EtcdSourceOptions> {
+        let endpoint = self.etcd.endpoint.clone().ok_or_else(|| {
+            Error::config(
+                "--etcd-endpoint",
+                "no etcd endpoint given: pass --etcd-endpoint URL, set KDR_ETCD_ENDPOINT, or [etcd] endpoint",
+            )
+        })?;
+        let mut o = EtcdSourceOptions::new(endpoint);
+        o.tls = EtcdTlsFiles {
+            cacert: self.etcd.cacert.clone(),
+            cert: self.etcd.cert.clone(),
+            key: self.etcd.key.clone(),
+        };
+        o.request_timeout = Duration::from_secs(self.etcd.request_timeout_secs.max(1));
+        Ok(o)
+    }
+
+    /// The encryption key from `backup.encryption_key_file`, if set (read and validated now).
+    pub fn encryption_key(&self) -> Result<Option<EncryptionKey>> {
+        self.backup.encryption_key_file.as_deref().map(EncryptionKey::from_file).transpose()
+    }
+
+    /// Encoding options for backups (reads the key file).
+    pub fn encode_options(&self) -> Result<EncodeOptions> {
+        Ok(EncodeOptions {
+            compression: self.backup.compression,
+            zstd_level: self.backup.zstd_level,
+            encryption_key: self.encryption_key()?,
+            hash_raw: true,
+        })
+    }
+
+    /// What to bundle. `--no-bundle` with `--bundle` is a usage error.
+    pub fn bundle_options(&self) -> Result<BundleOptions> {
+        let b = &self.backup;
+        let spec = match (b.no_bundle, b.bundle.is_empty()) {
+            (true, false) => {
+                return Err(Error::config("--no-bundle", "cannot be combined with --bundle PATH"));
+            }
+            (true, true) => BundleSpec::None,
+            (false, false) => BundleSpec::Paths(b.bundle.clone()),
+            (false, true) => BundleSpec::Defaults,
+        };
+        Ok(BundleOptions {
+            spec,
+            kubernetes_dir: b.kubernetes_dir.clone(),
+            kubeadm_config: b.kubeadm_config.clone(),
+        })
+    }
+}
+
+/// Parses `zstd` or `none`.
+pub fn parse_compression(key: &str, v: &str) -> Result<Compression> {
+    match v.to_ascii_lowercase().as_str() {
+        "zstd" => Ok(Compression::Zstd),
+        "none" => Ok(Compression::None),
+        _ => Err(Error::config(key, format!("{v:?} is not a compression: use zstd or none"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_env_precedence() {
+        let c = Config::default();
+        assert_eq!(c.cluster.name, "kubernetes");
+        assert_eq!(c.backup.compression, Compression::Zstd);
+        assert_eq!(c.retention, RetentionPolicy::default());
+
+        let mut c = Config::from_toml(
+            "[cluster]\nname = \"prod\"\n[store]\nurl = \"s3://b/p\"\nregion = \"eu-west-1\"\n[retention]\nkeep_last = 3\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(c.cluster.name, "prod");
+        assert_eq!(c.retention.keep_last, 3);
+        assert_eq!(c.retention.keep_daily, 7, "unset fields keep their defaults");
+        let env: BTreeMap<String, String> = [
+            ("KDR_STORE", "s3://other/x"),
+            ("AWS_REGION", "us-west-2"),
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "SECRET"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("KDR_COMPRESSION", "none"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.store_url().unwrap(), "s3://other/x");
+        let so = c.store_options().unwrap();
+        assert_eq!(so.region.as_deref(), Some("us-west-2"));
+        assert_eq!(so.secret_access_key.as_deref(), Some("SECRET"));
+        assert!(so.allow_http);
+        assert_eq!(c.backup.compression, Compression::None);
+        assert!(!format!("{c:?}").contains("SECRET"));
+        assert!(!toml::to_string(&c).unwrap().contains("SECRET"), "secrets are never serialized");
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let e = Config::from_toml("[stroe]\nurl = \"x\"\n", "kdr.toml").unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("kdr.toml"), "{e}");
+        let e = Config::from_toml("[backup]\ncompression = \"lz4\"\n", "kdr.toml").unwrap_err();
+        assert!(e.is_usage(), "{e}");
+        let mut c = Config::default();
+        let env = BTreeMap::from([("KDR_STORE_ALLOW_HTTP".to_owned(), "maybe".to_owned())]);
+        assert!(c.apply_env(&env).unwrap_err().to_string().contains("KDR_STORE_ALLOW_HTTP"));
+        assert!(Config::default().store_url().unwrap_err().to_string().contains("--store"));
+        assert!(Config::default().etcd_options().unwrap_err().to_string().contains("--etcd-endpoint"));
+        let c = Config {
+            backup: BackupConfig { no_bundle: true, bundle: vec!["/x".into()], ..Default::default() },
+            ..Default::default()
+        };
+        assert!(c.bundle_options().unwrap_err().is_usage());
+    }
+}

@@ -1,0 +1,275 @@
+//! `kdr-monitor`'s service: the primary's scheduled backups, retention, drills and self-fence
+//! guard, the standby's probes, failover detector and promotion, an HTTP endpoint (`/metrics`,
+//! `/healthz`, `/status`), alerts, and graceful shutdown. The binary parses arguments, loads the
+//! [`Config`] and calls [`run`].
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `config.rs` | the `[monitor]` section, validation, the redacted effective config |
+//! | `primary.rs` | backup schedule + prune, drill schedule, self-fence guard |
+//! | `standby.rs` | jittered probe rounds driving the [`FailoverDetector`](crate::failover::FailoverDetector), fence and promotion |
+//! | `http.rs` | the axum endpoint |
+//! | `metrics.rs` | Prometheus metrics (prometheus-client) |
+//! | `alert.rs` | webhook and exec alerts |
+//! | `control.rs` | `kdr pause|resume|rearm` requests to a running monitor |
+//!
+//! # Shutdown (as linkerd2-proxy does it)
+//! [`run`] takes a shutdown future (the binary's SIGTERM/SIGINT). When it fires, the loops stop
+//! starting new work; an in-flight backup gets `shutdown_grace_s` to finish, then it is dropped
+//! and its partial objects are deleted. A backup's manifest is written last and only by a
+//! finished upload, so an aborted set is never listed.
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::failover::{Latch, State};
+
+pub mod alert;
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod metrics;
+pub mod primary;
+pub mod standby;
+
+use self::alert::{Alert, Alerter};
+use self::config::Role;
+use self::metrics::Metrics;
+
+/// One decision or event, for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What kind (`state`, `alert`, `backup`, `prune`, `drill`, `fence`, `promote`, `self_fence`, `control`).
+    pub kind: String,
+    /// What happened.
+    pub detail: String,
+}
+
+/// The detector's part of `/status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DetectorStatus {
+    /// The current state.
+    pub state: Option<State>,
+    /// The epoch.
+    pub epoch: u64,
+    /// The latch.
+    pub latch: Latch,
+    /// Paused by an operator.
+    pub paused: bool,
+    /// Seconds in the current suspicion.
+    pub suspicion_s: f64,
+}
+
+/// The last committed backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackupStatus {
+    /// The set's id.
+    pub id: String,
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    /// Stored bytes.
+    pub stored_bytes: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Status {
+    /// The enabled roles.
+    pub roles: Vec<Role>,
+    /// When the monitor started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The detector (standby role).
+    pub detector: Option<DetectorStatus>,
+    /// The last committed backup (primary role).
+    pub last_backup: Option<BackupStatus>,
+    /// The last backup error since the last success.
+    pub last_backup_error: Option<String>,
+    /// The last drill: the set and whether it passed.
+    pub last_drill: Option<(String, bool)>,
+    /// The self-fence guard moved the manifests aside (to this dir) because of this claim epoch.
+    pub self_fenced: Option<(u64, String)>,
+    /// The last promotion: epoch and outcome.
+    pub promotion: Option<(u64, String)>,
+    /// Recent decisions, oldest first.
+    pub recent_decisions: VecDeque<Decision>,
+}
+
+/// What the loops share: status, metrics, alerts, time.
+#[derive(Debug)]
+pub struct Shared {
+    status: Mutex<Status>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    registry: prometheus_client::registry::Registry,
+    alerter: Alerter,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    max_decisions: usize,
+    host: String,
+}
+
+impl Shared {
+    /// Shared state for `config`.
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let registry = metrics.register();
+        let alerter = Alerter::new(config.monitor.alerts.clone(), metrics.clone())?;
+        let status = Status {
+            roles: config.monitor.roles.clone(),
+            started_at: Some(clock.utc()),
+            ..Status::default()
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Ok(Self {
+            status: Mutex::new(status),
+            metrics,
+            registry,
+            alerter,
+            clock,
+            max_decisions: config.monitor.recent_decisions.max(1),
+            host,
+        })
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Changes the status.
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode_metrics(&self) -> String {
+        metrics::encode(&self.registry)
+    }
+
+    /// Records a decision for `/status` and logs it.
+    pub fn decide(&self, kind: &str, detail: impl Into<String>) {
+        let detail = detail.into();
+        tracing::info!(kind, %detail, "decision");
+        let d = Decision { at: self.clock.utc(), kind: kind.to_owned(), detail };
+        let max = self.max_decisions;
+        self.update(|s| {
+            s.recent_decisions.push_back(d);
+            while s.recent_decisions.len() > max {
+                s.recent_decisions.pop_front();
+            }
+        });
+    }
+
+    /// Records a decision and alerts on it; waits for the delivery (bounded by the alert timeout).
+    pub async fn alert(&self, kind: &str, message: impl Into<String>) {
+        let message = message.into();
+        self.decide(kind, format!("ALERT: {message}"));
+        let alert = Alert { kind: kind.to_owned(), message, at: self.clock.utc(), host: self.host.clone() };
+        self.alerter.send(&alert).await;
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|v| *v).await;
+}
+
+/// Runs the monitor until `shutdown` resolves (or a loop fails): see the [module docs](self).
+///
+/// Errors: [`Error::Config`] for a configuration that cannot work (also checked by
+/// [`config::validate`]); [`Error::Integrity`] for a corrupt detector state file (the detector
+/// never takes "corrupt" for "not latched"); [`Error::Unavailable`] if the listen address is
+/// taken.
+pub async fn run(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    config::validate(&config)?;
+    let m = &config.monitor;
+    std::fs::create_dir_all(&m.state_dir)
+        .map_err(|e| Error::io(format!("failed to create monitor.state_dir {}", m.state_dir.display()), e))?;
+    let shared = Arc::new(Shared::new(&config, clock.clone())?);
+    let addr = m.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {addr} (monitor.listen)"), e))?;
+    let local = listener.local_addr().map_err(|e| Error::io("listen address", e))?;
+    tracing::info!(listen = %local, roles = ?m.roles, "kdr-monitor started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks: tokio::task::JoinSet<(&'static str, Result<()>)> = tokio::task::JoinSet::new();
+    {
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        tasks.spawn(async move { ("http", http::serve(listener, shared, stop).await) });
+    }
+    if m.has(Role::Primary) {
+        let p = Arc::new(primary::Primary::new(&config, shared.clone())?);
+        if m.backup.enabled {
+            let (p, stop) = (p.clone(), stop_rx.clone());
+            tasks.spawn(async move { ("backup", p.backup_loop(stop).await) });
+        }
+        if m.drill.enabled {
+            let (p, stop) = (p.clone(), stop_rx.clone());
+            tasks.spawn(async move { ("drill", p.drill_loop(stop).await) });
+        }
+        if m.self_fence.enabled {
+            let (p, stop) = (p.clone(), stop_rx.clone());
+            tasks.spawn(async move { ("self-fence", p.self_fence_loop(stop).await) });
+        }
+    }
+    if m.has(Role::Standby) {
+        let s = standby::Standby::from_config(&config, shared.clone())?;
+        let stop = stop_rx.clone();
+        tasks.spawn(async move { ("standby", s.run(stop).await) });
+    }
+
+    // Run until shutdown, or until a loop fails (e.g. a corrupt state file).
+    let mut failure = None;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => tracing::info!("shutdown requested"),
+        Some(joined) = tasks.join_next() => {
+            failure = Some(match joined {
+                Ok((name, Ok(()))) => Error::Cancelled { what: format!("the {name} loop ended on its own") },
+                Ok((name, Err(e))) => { tracing::error!(task = name, error = %e, "monitor loop failed"); e }
+                Err(e) => Error::Cancelled { what: format!("a monitor loop panicked: {e}") },
+            });
+        }
+    }
+    let _ = stop_tx.send(true);
+    // Each loop bounds its own in-flight work by the grace period; this bounds the whole.
+    let bound = m.shutdown_grace() + std::time::Duration::from_secs(10);
+    let drained = tokio::time::timeout(bound, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((name, Err(e))) = joined {
+                tracing::warn!(task = name, error = %e, "loop ended with an error during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(after = ?bound, "some loops did not stop in time; aborting them");
+        tasks.abort_all();
+    }
+    tracing::info!("kdr-monitor stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

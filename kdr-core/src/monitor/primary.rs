@@ -1,0 +1,377 @@
+//! The primary role: scheduled backups followed by retention, scheduled drills of the newest
+//! set, and the self-fence guard.
+//!
+//! **Self-fence guard.** The store's claims ([`ClaimStore`]) say which epoch the cluster is in.
+//! If a claim of an epoch newer than this primary's, by another holder, exists, a standby has
+//! taken over: this node moves its static pod manifests aside (never deleting them), which makes
+//! kubelet stop the API server, controller-manager, scheduler and etcd, raises an alert, and stops
+//! taking backups (a fenced primary's data must not become the store's "latest" set). It checks
+//! again on every interval, so manifests put back by hand are moved aside again until the
+//! operator raises `monitor.self_fence.epoch`.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use super::config::{BackupSchedule, DrillSchedule, SelfFenceConfig};
+use super::{BackupStatus, Shared, stopped};
+use crate::backup::{BackupOptions, NoProgress, backup};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::etcd::EtcdutlRestorer;
+use crate::restore::{DrillOptions, SetSelector, drill};
+use crate::runbook::ClaimStore;
+use crate::snapshot::retention::{RetentionPolicy, prune};
+use crate::snapshot::{ObjectStoreSnapshotStore, SnapshotId, SnapshotStore};
+
+/// The primary's loops. See the [module docs](self).
+#[derive(Debug)]
+pub struct Primary {
+    shared: Arc<Shared>,
+    store: Arc<dyn SnapshotStore>,
+    backup_opts: Option<BackupOptions>,
+    backup_schedule: BackupSchedule,
+    retention: RetentionPolicy,
+    drill_schedule: DrillSchedule,
+    drill_opts: DrillOptions,
+    restorer: EtcdutlRestorer,
+    claims: ClaimStore,
+    self_fence: SelfFenceConfig,
+    grace: Duration,
+    fenced: AtomicBool,
+}
+
+impl Primary {
+    /// The primary for `config` (opens the store; checks the options).
+    pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Self> {
+        let store = ObjectStoreSnapshotStore::from_url(config.store_url()?, &config.store_options()?)?;
+        let prefix =
+            config.monitor.self_fence.claims_prefix.clone().unwrap_or_else(|| store.prefix().to_owned());
+        let claims = ClaimStore::new(store.inner().clone(), &prefix, store.describe());
+        let m = &config.monitor;
+        let backup_opts = if m.backup.enabled {
+            Some(BackupOptions {
+                cluster_name: config.cluster.name.clone(),
+                etcd: config.etcd_options()?,
+                bundle: config.bundle_options()?,
+                encode: config.encode_options()?,
+            })
+        } else {
+            None
+        };
+        let drill_opts = DrillOptions {
+            set: SetSelector::Latest,
+            work_dir: config.restore.work_dir.clone().unwrap_or_else(std::env::temp_dir),
+            etcd_binary: config.restore.etcd.clone(),
+            encryption_key: if m.drill.enabled { config.encryption_key()? } else { None },
+            start_timeout: Duration::from_secs(m.drill.start_timeout_s),
+        };
+        Ok(Self {
+            shared,
+            store: Arc::new(store),
+            backup_opts,
+            backup_schedule: m.backup.clone(),
+            retention: config.retention,
+            drill_schedule: m.drill.clone(),
+            drill_opts,
+            restorer: config.restore.restorer(),
+            claims,
+            self_fence: m.self_fence.clone(),
+            grace: m.shutdown_grace(),
+            fenced: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the self-fence guard has fenced this node.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Backs up on the schedule, prunes after each success, until `stop`. A backup running when
+    /// `stop` turns true gets the grace period, then is aborted and its partial objects deleted.
+    pub async fn backup_loop(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let Some(opts) = &self.backup_opts else { return Ok(()) };
+        let schedule = self.backup_schedule.schedule();
+        loop {
+            let wait = schedule.wait_from(self.shared.clock.utc());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stopped(&mut stop) => return Ok(()),
+            }
+            if self.is_fenced() {
+                self.shared.decide("backup", "skipped: this node is self-fenced (a newer epoch was claimed)");
+                continue;
+            }
+            let started = self.shared.clock.utc();
+            // Boxed so that dropping it at the end of the grace period really cancels the upload
+            // (and its part uploads) before the clean-up below.
+            let mut run =
+                Box::pin(backup(self.store.as_ref(), opts, self.shared.clock.as_ref(), Arc::new(NoProgress)));
+            let result = tokio::select! {
+                r = &mut run => r,
+                () = stopped(&mut stop) => {
+                    tracing::info!(grace = ?self.grace, "shutdown during a backup: letting it finish within the grace period");
+                    match tokio::time::timeout(self.grace, &mut run).await {
+                        Ok(r) => {
+                            self.record_backup(r).await;
+                            return Ok(());
+                        }
+                        Err(_) => {
+                            drop(run);
+                            self.abort_cleanup(started).await;
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            if self.record_backup(result).await && self.backup_schedule.prune {
+                self.prune_now().await;
+            }
+        }
+    }
+
+    /// Records a backup's result; true when it committed.
+    async fn record_backup(&self, result: Result<crate::snapshot::Manifest>) -> bool {
+        let m = &self.shared.metrics;
+        match result {
+            Ok(manifest) => {
+                m.backups.inc();
+                m.backup_last_success.set(manifest.created_at.timestamp_millis() as f64 / 1000.0);
+                m.backup_last_size.set(i64::try_from(manifest.stored_bytes()).unwrap_or(i64::MAX));
+                m.backup_last_duration.set(manifest.duration_ms as f64 / 1000.0);
+                let st = BackupStatus {
+                    id: manifest.id.to_string(),
+                    at: manifest.created_at,
+                    stored_bytes: manifest.stored_bytes(),
+                    duration_ms: manifest.duration_ms,
+                };
+                self.shared.decide(
+                    "backup",
+                    format!("committed {} ({} bytes in {} ms)", st.id, st.stored_bytes, st.duration_ms),
+                );
+                self.shared.update(|s| {
+                    s.last_backup = Some(st);
+                    s.last_backup_error = None;
+                });
+                true
+            }
+            Err(e) => {
+                m.backup_failures.inc();
+                let msg = format!("scheduled backup to {} failed: {e}", self.store.describe());
+                self.shared.update(|s| s.last_backup_error = Some(msg.clone()));
+                self.shared.alert("backup_failed", msg).await;
+                false
+            }
+        }
+    }
+
+    /// After a backup was dropped at shutdown: delete what it wrote (sets without a manifest
+    /// created since `started`). Never touches a complete set.
+    async fn abort_cleanup(&self, started: DateTime<Utc>) {
+        self.shared.metrics.backup_failures.inc();
+        let since = started - chrono::Duration::seconds(1);
+        let mut removed = Vec::new();
+        match self.store.list_incomplete().await {
+            Ok(sets) => {
+                for set in sets {
+                    let recent = SnapshotId::parse(&set.id).is_ok_and(|id| id.created() >= since);
+                    if recent && self.store.delete(&set.id).await.is_ok() {
+                        removed.push(set.id);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list partial sets; `kdr snapshot prune` sweeps them")
+            }
+        }
+        self.shared.decide(
+            "backup",
+            format!(
+                "aborted at shutdown after the {:?} grace period; no manifest written; partial objects removed: {}",
+                self.grace,
+                if removed.is_empty() { "none found".to_owned() } else { removed.join(", ") }
+            ),
+        );
+    }
+
+    async fn prune_now(&self) {
+        match prune(self.store.as_ref(), &self.retention, self.shared.clock.utc(), false).await {
+            Ok(report) => {
+                let n = report.plan.delete.len();
+                self.shared.metrics.pruned.inc_by(n as u64);
+                self.shared.decide(
+                    "prune",
+                    format!(
+                        "kept {}, deleted {n}, swept {} incomplete",
+                        report.plan.keep.len(),
+                        report.incomplete.len()
+                    ),
+                );
+            }
+            Err(e) => self.shared.alert("prune_failed", format!("retention prune failed: {e}")).await,
+        }
+    }
+
+    /// Drills the newest set on the schedule until `stop` (a drill running at `stop` is dropped:
+    /// it only touches a temporary dir).
+    pub async fn drill_loop(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let schedule = self.drill_schedule.schedule();
+        loop {
+            let wait = schedule.wait_from(self.shared.clock.utc());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stopped(&mut stop) => return Ok(()),
+            }
+            let run =
+                drill(self.store.as_ref(), &self.restorer, self.shared.clock.as_ref(), &self.drill_opts);
+            let result = tokio::select! {
+                r = run => r,
+                () = stopped(&mut stop) => return Ok(()),
+            };
+            self.record_drill(result).await;
+        }
+    }
+
+    async fn record_drill(&self, result: Result<crate::restore::DrillReport>) {
+        let m = &self.shared.metrics;
+        match result {
+            Ok(r) if r.passed() => {
+                m.drills.inc();
+                m.drill_last_success.set(self.shared.clock.utc().timestamp_millis() as f64 / 1000.0);
+                self.shared
+                    .decide("drill", format!("set {} restored and matched {} keys", r.set, r.found_keys));
+                self.shared.update(|s| s.last_drill = Some((r.set.to_string(), true)));
+            }
+            Ok(r) => {
+                m.drill_failures.inc();
+                self.shared.update(|s| s.last_drill = Some((r.set.to_string(), false)));
+                self.shared
+                    .alert(
+                        "drill_failed",
+                        format!(
+                            "drill of set {}: {} keys expected, {} found ({} resources differ)",
+                            r.set,
+                            r.expected_keys,
+                            r.found_keys,
+                            r.diffs.len()
+                        ),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                m.drill_failures.inc();
+                self.shared.alert("drill_failed", format!("scheduled drill failed: {e}")).await;
+            }
+        }
+    }
+
+    /// Checks the claims every interval until `stop`. Store errors are logged and retried: a
+    /// primary does not fence itself because the store is unreachable.
+    pub async fn self_fence_loop(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let every = Duration::from_secs(self.self_fence.interval_s.max(1));
+        loop {
+            match self.self_fence_check().await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "self-fence guard: cannot read the claims; will retry"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = stopped(&mut stop) => return Ok(()),
+            }
+        }
+    }
+
+    /// One check of the guard. Returns the dir the manifests were moved to, if it moved any.
+    pub async fn self_fence_check(&self) -> Result<Option<PathBuf>> {
+        let Some(claim) = self.claims.newest().await? else { return Ok(None) };
+        let ours = self.self_fence.holder.as_deref() == Some(claim.holder.as_str());
+        if claim.epoch <= self.self_fence.epoch || ours {
+            return Ok(None);
+        }
+        let first = !self.fenced.swap(true, Ordering::SeqCst);
+        let stamp = self.shared.clock.utc().format("%Y%m%dT%H%M%SZ").to_string();
+        let (aside, moved) = move_manifests_aside(&self.self_fence.manifests_dir, claim.epoch, &stamp)?;
+        if moved.is_empty() && !first {
+            return Ok(None);
+        }
+        self.shared.metrics.self_fenced.inc();
+        let msg = format!(
+            "epoch {} was claimed by {} on {} at {} (this primary serves epoch {}): a standby has taken over. \
+             Moved {} static pod manifest(s) from {} to {} (nothing deleted) so this control plane stops, and \
+             stopped taking backups. To bring this node back, rebuild it as a standby or raise \
+             monitor.self_fence.epoch",
+            claim.epoch,
+            claim.holder,
+            claim.host,
+            claim.claimed_at.to_rfc3339(),
+            self.self_fence.epoch,
+            moved.len(),
+            self.self_fence.manifests_dir.display(),
+            aside.display()
+        );
+        self.shared.update(|s| s.self_fenced = Some((claim.epoch, aside.display().to_string())));
+        self.shared.alert("self_fence", msg).await;
+        Ok(Some(aside))
+    }
+}
+
+/// Moves every entry of `dir` into `<dir>.kdr-fenced-epoch-<epoch>` (the same place the
+/// runbook's SSH fence uses); a name already there gets `.again-<stamp>`. Returns the aside dir
+/// and the names moved. A missing `dir` moves nothing.
+pub fn move_manifests_aside(dir: &Path, epoch: u64, stamp: &str) -> Result<(PathBuf, Vec<String>)> {
+    let base = dir.to_string_lossy().trim_end_matches('/').to_owned();
+    let aside = PathBuf::from(format!("{base}.kdr-fenced-epoch-{epoch}"));
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((aside, Vec::new())),
+        Err(e) => return Err(Error::io(format!("failed to read the manifests dir {}", dir.display()), e)),
+    };
+    if entries.is_empty() {
+        return Ok((aside, Vec::new()));
+    }
+    std::fs::create_dir_all(&aside)
+        .map_err(|e| Error::io(format!("failed to create {}", aside.display()), e))?;
+    let mut moved = Vec::new();
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut to = aside.join(&name);
+        if to.exists() {
+            to = aside.join(format!("{name}.again-{stamp}"));
+        }
+        std::fs::rename(e.path(), &to).map_err(|err| {
+            Error::io(format!("failed to move {} to {}", e.path().display(), to.display()), err)
+        })?;
+        moved.push(name);
+    }
+    Ok((aside, moved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_are_moved_never_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("manifests");
+        std::fs::create_dir(&m).unwrap();
+        std::fs::write(m.join("etcd.yaml"), "etcd").unwrap();
+        std::fs::write(m.join("kube-apiserver.yaml"), "api").unwrap();
+        let (aside, mut moved) = move_manifests_aside(&m, 3, "s1").unwrap();
+        moved.sort();
+        assert_eq!(moved, ["etcd.yaml", "kube-apiserver.yaml"]);
+        assert_eq!(aside, d.path().join("manifests.kdr-fenced-epoch-3"));
+        assert_eq!(std::fs::read_to_string(aside.join("etcd.yaml")).unwrap(), "etcd");
+        assert_eq!(std::fs::read_dir(&m).unwrap().count(), 0);
+        // Put back by hand: moved again, the first copy kept.
+        std::fs::write(m.join("etcd.yaml"), "etcd2").unwrap();
+        let (_, moved) = move_manifests_aside(&m, 3, "s2").unwrap();
+        assert_eq!(moved, ["etcd.yaml"]);
+        assert_eq!(std::fs::read_to_string(aside.join("etcd.yaml.again-s2")).unwrap(), "etcd2");
+        assert_eq!(std::fs::read_to_string(aside.join("etcd.yaml")).unwrap(), "etcd");
+        assert!(move_manifests_aside(&d.path().join("missing"), 3, "s").unwrap().1.is_empty());
+    }
+}

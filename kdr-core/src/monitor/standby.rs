@@ -1,0 +1,485 @@
+//! The standby role: probe rounds on a jittered interval, never overlapping; the
+//! [`FailoverDetector`] fed with their results, operators' control requests and ticks; its
+//! actions executed persist-before-act; and the promotion run once per epoch.
+//!
+//! The detector hands out fence and promote commands only through
+//! [`Persist::commit`](crate::failover::Persist::commit), after its state file was written,
+//! fsynced and renamed, so a crash after the decision finds "promotion in progress" and halts
+//! instead of promoting twice. The promotion itself is a [`Promoter`]; the default,
+//! [`ExecPromoter`], runs the configured command (e.g. `kdr failover`, whose journal and epoch
+//! claim refuse a second run of the same epoch).
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::control;
+use super::metrics::{OutcomeLabel, ProbeLabels, VerdictLabel};
+use super::{DetectorStatus, Shared, stopped};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::failover::trace::{TraceConfig, TraceEvent, TraceFencing, TraceRecorder};
+use crate::failover::{
+    Action, CommandKind, DetectorConfig, FailoverDetector, Fencing, FileStateStore, Input, Latch,
+    Observation, Outcome, SeedRulePolicy, State, StateStore, WitnessVerdict,
+};
+use crate::fence::exec::run_argv;
+use crate::fence::{ExecFencer, FenceTarget, Fencer};
+use crate::health::{
+    ApiServerProbe, HealthProbe, IcmpProbe, ProbeResult, ProbeRole, ProbeStatus, SelfProbe, TcpProbe,
+    probe_bounded,
+};
+
+/// Promotes this standby for an epoch.
+///
+/// Guarantees: `promote` returns `Ok` only when the promotion completed; it refuses (or
+/// resumes without repeating destructive steps) a second call for the same epoch, as the
+/// runbook's journal and epoch claim do.
+#[async_trait]
+pub trait Promoter: Send + Sync + fmt::Debug {
+    /// Runs the promotion of `epoch`; returns a one-line summary.
+    async fn promote(&self, epoch: u64) -> Result<String>;
+}
+
+/// Runs a command (argv, no shell) with `KDR_EPOCH` set and `{epoch}` replaced in its arguments,
+/// e.g. `kdr failover --config FILE --epoch {epoch}`.
+#[derive(Clone, Debug)]
+pub struct ExecPromoter {
+    argv: Vec<String>,
+    timeout: Duration,
+}
+
+impl ExecPromoter {
+    /// A promoter running `argv` within `timeout`.
+    pub fn new(argv: Vec<String>, timeout: Duration) -> Self {
+        Self { argv, timeout }
+    }
+}
+
+#[async_trait]
+impl Promoter for ExecPromoter {
+    async fn promote(&self, epoch: u64) -> Result<String> {
+        let env = [("KDR_EPOCH".to_owned(), epoch.to_string())];
+        let argv: Vec<String> = self.argv.iter().map(|a| a.replace("{epoch}", &epoch.to_string())).collect();
+        let out = run_argv(&argv, &env, self.timeout, "monitor.standby.promote_command").await?;
+        let last = out.stdout.lines().last().unwrap_or("").to_owned();
+        Ok(format!(
+            "{} exited 0{}",
+            self.argv.join(" "),
+            if last.is_empty() { String::new() } else { format!(": {last}") }
+        ))
+    }
+}
+
+/// Runs the [`Runbook`](crate::runbook::Runbook) in-process (for embedders that build one).
+#[derive(Debug)]
+pub struct RunbookPromoter(pub crate::runbook::Runbook);
+
+#[async_trait]
+impl Promoter for RunbookPromoter {
+    async fn promote(&self, epoch: u64) -> Result<String> {
+        let report = self.0.run(Some(epoch)).await?;
+        if report.succeeded() {
+            Ok(format!("epoch {epoch} promoted from set {}", report.snapshot))
+        } else {
+            Err(Error::refused(format!(
+                "promotion of epoch {epoch} finished with failed workers: {}",
+                report.failed_workers().join(", ")
+            )))
+        }
+    }
+}
+
+/// The standby's loop. See the [module docs](self).
+#[derive(Debug)]
+pub struct Standby {
+    shared: Arc<Shared>,
+    detector: DetectorConfig,
+    probes: Vec<(ProbeRole, Arc<dyn HealthProbe>)>,
+    interval: Duration,
+    jitter: f64,
+    state_dir: PathBuf,
+    state: FileStateStore,
+    trace_path: Option<PathBuf>,
+    fencer: Option<Arc<dyn Fencer>>,
+    fence_target: FenceTarget,
+    promoter: Arc<dyn Promoter>,
+    grace: Duration,
+}
+
+fn ip(key: &str, v: &str) -> Result<IpAddr> {
+    v.parse().map_err(|e| Error::config(key, format!("{v:?} is not an IP address ({e})")))
+}
+
+impl Standby {
+    /// Builds the probes, fencer and promoter of `config`.
+    pub fn from_config(config: &Config, shared: Arc<Shared>) -> Result<Self> {
+        let s = &config.monitor.standby;
+        let t = config.detector.probe_timeout();
+        let mut probes: Vec<(ProbeRole, Arc<dyn HealthProbe>)> = Vec::new();
+        if let Some(url) = &s.api_url {
+            let mut b = ApiServerProbe::builder(url.clone()).timeout(t);
+            if let Some(ca) = &s.api_ca_file {
+                b = b.ca_file(ca)?;
+            }
+            if let (Some(c), Some(k)) = (&s.api_client_cert, &s.api_client_key) {
+                b = b.client_identity_files(c, k)?;
+            }
+            if s.api_insecure_skip_tls_verify {
+                b = b.insecure_skip_tls_verify();
+            }
+            probes.push((ProbeRole::Api, Arc::new(b.build()?)));
+        }
+        if let Some(h) = &s.host_icmp {
+            probes.push((ProbeRole::Host, Arc::new(IcmpProbe::new(ip("monitor.standby.host_icmp", h)?, t))));
+        } else if let Some(h) = &s.host_tcp {
+            probes.push((ProbeRole::Host, Arc::new(TcpProbe::new(h.clone(), t))));
+        }
+        if let Some(g) = &s.self_gateway {
+            probes.push((
+                ProbeRole::SelfCheck,
+                Arc::new(SelfProbe::gateway(ip("monitor.standby.self_gateway", g)?, t)),
+            ));
+        } else if let Some(a) = &s.self_tcp {
+            probes.push((ProbeRole::SelfCheck, Arc::new(SelfProbe::tcp(a.clone(), t))));
+        } else if let Some(d) = &s.self_dns {
+            probes.push((ProbeRole::SelfCheck, Arc::new(SelfProbe::dns(d.clone(), t))));
+        }
+        let fencer: Option<Arc<dyn Fencer>> = if config.detector.fencing == Fencing::Required {
+            Some(Arc::new(ExecFencer::new(s.fence_command.clone(), Duration::from_secs(s.fence_timeout_s))?))
+        } else {
+            None
+        };
+        let promoter =
+            Arc::new(ExecPromoter::new(s.promote_command.clone(), Duration::from_secs(s.promote_timeout_s)));
+        Self::new(config, shared, probes, fencer, promoter)
+    }
+
+    /// A standby with these parts (for embedders: witness probes, a [`RunbookPromoter`], ...).
+    pub fn new(
+        config: &Config,
+        shared: Arc<Shared>,
+        probes: Vec<(ProbeRole, Arc<dyn HealthProbe>)>,
+        fencer: Option<Arc<dyn Fencer>>,
+        promoter: Arc<dyn Promoter>,
+    ) -> Result<Self> {
+        let interval = config.detector.interval();
+        // Same check as ProbeSet: a probe that may outlast the interval would pile up.
+        crate::health::ProbeSet::new(probes.clone(), interval)?;
+        let m = &config.monitor;
+        Ok(Self {
+            shared,
+            detector: config.detector.clone(),
+            probes,
+            interval,
+            jitter: m.standby.jitter,
+            state_dir: m.state_dir.clone(),
+            state: FileStateStore::new(m.state_file()),
+            trace_path: m.record_trace.clone(),
+            fencer,
+            fence_target: FenceTarget {
+                name: m.standby.primary_name.clone(),
+                host: m.standby.primary_address.clone(),
+                epoch: 0,
+            },
+            promoter,
+            grace: m.shutdown_grace(),
+        })
+    }
+
+    fn open_trace(&self, origin: Instant) -> Result<Option<TraceRecorder<BufWriter<File>>>> {
+        let Some(path) = &self.trace_path else { return Ok(None) };
+        // One recording per run: an earlier one is moved aside (kept), since a trace has exactly
+        // one config line and its times start at zero.
+        if path.metadata().is_ok_and(|m| m.len() > 0) {
+            let stamp = self.shared.clock.utc().format("%Y%m%dT%H%M%SZ");
+            let aside = PathBuf::from(format!("{}.{stamp}", path.display()));
+            std::fs::rename(path, &aside).map_err(|e| {
+                Error::io(format!("failed to move the previous trace {} aside", path.display()), e)
+            })?;
+        }
+        let file = File::create(path).map_err(|e| {
+            Error::io(format!("failed to create the trace {} (monitor.record_trace)", path.display()), e)
+        })?;
+        let fencing =
+            if self.detector.fencing == Fencing::Required { TraceFencing::Ok } else { TraceFencing::None };
+        let config = TraceConfig { detector: self.detector.clone(), fencing };
+        Ok(Some(TraceRecorder::start(BufWriter::new(file), &config, origin)?))
+    }
+
+    /// Runs until `stop`. Fails at start on a corrupt state file.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let clock = self.shared.clock.clone();
+        let origin = clock.instant();
+        let mut trace = self.open_trace(origin)?;
+        let persisted = self.state.load()?;
+        let (mut det, actions) =
+            FailoverDetector::start(self.detector.clone(), Box::new(SeedRulePolicy), persisted, origin)?;
+        let mut suspect_since = None;
+        if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
+            return Ok(());
+        }
+        loop {
+            let round_start = clock.instant();
+            // Operators' requests first: a pause must take effect before this round's evidence.
+            let (requests, bad) = control::take(&self.state_dir)?;
+            for b in bad {
+                self.shared.alert("control", b).await;
+            }
+            for (req, by) in requests {
+                self.shared.decide("control", format!("{req:?} requested by {by}"));
+                if let Some(t) = trace.as_mut() {
+                    let ev = match req {
+                        control::ControlRequest::Pause => TraceEvent::Pause,
+                        control::ControlRequest::Resume => TraceEvent::Resume,
+                        control::ControlRequest::Rearm => TraceEvent::Rearm,
+                    };
+                    record(t, clock.instant(), ev);
+                }
+                let actions = det.handle(req.input(), clock.instant());
+                if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
+                    return Ok(());
+                }
+            }
+            let observations = self.round().await;
+            let now = clock.instant();
+            if let Some(t) = trace.as_mut() {
+                for o in &observations {
+                    record(t, now, TraceEvent::Observed(o.clone()));
+                }
+            }
+            let actions = det.handle(Input::Round(observations), now);
+            if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
+                return Ok(());
+            }
+            // Wait for the next round, waking for the detector's timeouts on the way.
+            let factor = 1.0 + self.jitter * (2.0 * rand::random::<f64>() - 1.0);
+            let next_round = round_start + self.interval.mul_f64(factor);
+            loop {
+                let deadline = det.poll_timeout().map_or(next_round, |t| t.min(next_round));
+                let wait = deadline.saturating_duration_since(clock.instant());
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stopped(&mut stop) => {
+                        if let Some(t) = trace.take() { let _ = t.finish(); }
+                        return Ok(());
+                    }
+                }
+                let now = clock.instant();
+                if now >= next_round {
+                    break;
+                }
+                let actions = det.handle(Input::Tick, now);
+                if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// One round: every probe at once, each bounded by its timeout; records results and latency.
+    async fn round(&self) -> Vec<Observation> {
+        let clock = self.shared.clock.clone();
+        let runs = self.probes.iter().map(|(role, p)| {
+            let clock = clock.clone();
+            async move {
+                let t0 = clock.instant();
+                let r = probe_bounded(p.as_ref()).await;
+                (role.clone(), p.name().to_owned(), r, clock.instant().saturating_duration_since(t0))
+            }
+        });
+        let results: Vec<(ProbeRole, String, ProbeResult, Duration)> = futures::future::join_all(runs).await;
+        let m = &self.shared.metrics;
+        let (mut local_dead, mut w_up, mut w_down, mut w_unknown) = (true, 0i64, 0i64, 0i64);
+        let mut observations = Vec::new();
+        for (role, name, result, took) in &results {
+            let role_name = match role {
+                ProbeRole::Api => "api",
+                ProbeRole::Host => "host",
+                ProbeRole::SelfCheck => "self",
+                ProbeRole::Witness(_) => "witness",
+            };
+            let labels = ProbeLabels { role: role_name.into(), target: name.clone() };
+            m.probe_up.get_or_create(&labels).set(match result.status {
+                ProbeStatus::Up => 1,
+                ProbeStatus::Down => 0,
+                ProbeStatus::Unknown => -1,
+            });
+            m.probe_latency.get_or_create(&labels).set(took.as_secs_f64());
+            tracing::debug!(probe = %name, status = ?result.status, detail = %result.detail, took_ms = took.as_millis() as u64, "probe");
+            if matches!(role, ProbeRole::Api | ProbeRole::Host) && result.status != ProbeStatus::Down {
+                local_dead = false;
+            }
+            if let Some(o) = role.observation(result) {
+                if let Observation::Witness { verdict, .. } = &o {
+                    match verdict {
+                        WitnessVerdict::Up => w_up += 1,
+                        WitnessVerdict::Down => w_down += 1,
+                        WitnessVerdict::Unknown => w_unknown += 1,
+                    }
+                }
+                observations.push(o);
+            }
+        }
+        for (v, n) in [("up", w_up), ("down", w_down), ("unknown", w_unknown)] {
+            m.witnesses.get_or_create(&VerdictLabel { verdict: v.into() }).set(n);
+        }
+        let total = w_up + w_down + w_unknown;
+        let agree = if local_dead { w_down } else { w_up };
+        m.witness_agreement.set(if total == 0 { 1.0 } else { agree as f64 / total as f64 });
+        observations
+    }
+
+    /// Executes the detector's actions in order (persist before act). Returns false when a stop
+    /// interrupted a command beyond the grace period (the loop then ends).
+    async fn drive(
+        &mut self,
+        det: &mut FailoverDetector,
+        actions: Vec<Action>,
+        stop: &mut watch::Receiver<bool>,
+        suspect_since: &mut Option<Instant>,
+    ) -> bool {
+        let clock = self.shared.clock.clone();
+        let mut queue: VecDeque<Action> = actions.into();
+        let mut finished = true;
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::State(state) => {
+                    self.shared.metrics.set_state(state);
+                    *suspect_since =
+                        (state == State::Suspect).then(|| suspect_since.unwrap_or(clock.instant()));
+                    self.shared.decide("state", state.to_string());
+                    if state != State::Warmup {
+                        self.shared
+                            .alert("detector_state", format!("failover detector state: {state}"))
+                            .await;
+                    }
+                }
+                Action::Alert(reason) => self.shared.alert("detector", reason).await,
+                Action::Persist(p) => match p.commit(&mut self.state) {
+                    Ok(commands) => {
+                        for command in commands {
+                            let epoch = command.epoch();
+                            let (kind, outcome) = match command.kind() {
+                                CommandKind::Fence => ("fence", self.fence(epoch, stop).await),
+                                CommandKind::Promote => ("promote", self.promote(epoch, stop).await),
+                            };
+                            let Some(outcome) = outcome else {
+                                finished = false;
+                                break;
+                            };
+                            let label = OutcomeLabel {
+                                outcome: if outcome == Outcome::Ok { "ok" } else { "failed" }.into(),
+                            };
+                            let now = clock.instant();
+                            let input = if kind == "fence" {
+                                self.shared.metrics.fences.get_or_create(&label).inc();
+                                Input::FenceDone { epoch, outcome }
+                            } else {
+                                self.shared.metrics.promotions.get_or_create(&label).inc();
+                                self.shared.update(|s| s.promotion = Some((epoch, label.outcome.clone())));
+                                Input::PromoteDone { epoch, outcome }
+                            };
+                            queue.extend(det.handle(input, now));
+                        }
+                    }
+                    Err(e) => {
+                        let now = clock.instant();
+                        queue.extend(det.handle(Input::PersistFailed { reason: e.to_string() }, now));
+                    }
+                },
+            }
+            if !finished {
+                break;
+            }
+        }
+        self.publish(det, *suspect_since);
+        finished
+    }
+
+    fn publish(&self, det: &FailoverDetector, suspect_since: Option<Instant>) {
+        let p = det.persisted();
+        let m = &self.shared.metrics;
+        let suspicion = suspect_since
+            .map_or(0.0, |t| self.shared.clock.instant().saturating_duration_since(t).as_secs_f64());
+        m.suspicion_seconds.set(suspicion);
+        m.paused.set(i64::from(p.paused));
+        m.latched.set(i64::from(matches!(p.latch, Latch::Promoted { .. } | Latch::Halted { .. })));
+        m.epoch.set(i64::try_from(p.epoch).unwrap_or(i64::MAX));
+        let st = DetectorStatus {
+            state: det.state(),
+            epoch: p.epoch,
+            latch: p.latch.clone(),
+            paused: p.paused,
+            suspicion_s: suspicion,
+        };
+        self.shared.update(|s| s.detector = Some(st));
+    }
+
+    /// Runs `fut`; if `stop` turns true meanwhile, gives it the grace period, then drops it.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = T>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<T> {
+        tokio::pin!(fut);
+        tokio::select! {
+            r = &mut fut => Some(r),
+            () = stopped(stop) => {
+                tracing::warn!(grace = ?self.grace, "shutdown during the {what}: letting it finish within the grace period");
+                tokio::time::timeout(self.grace, fut).await.ok()
+            }
+        }
+    }
+
+    async fn fence(&self, epoch: u64, stop: &mut watch::Receiver<bool>) -> Option<Outcome> {
+        let Some(fencer) = self.fencer.clone() else {
+            return Some(Outcome::Failed("no fencer configured".into()));
+        };
+        let target = FenceTarget { epoch, ..self.fence_target.clone() };
+        self.shared.decide("fence", format!("fencing {} ({}) for epoch {epoch}", target.name, target.host));
+        let r = self.bounded("fence", async { fencer.fence(&target).await }, stop).await?;
+        Some(match r {
+            Ok(report) => {
+                self.shared.decide("fence", format!("epoch {epoch}: fenced ({})", report.actions.join("; ")));
+                Outcome::Ok
+            }
+            Err(e) => Outcome::Failed(e.to_string()),
+        })
+    }
+
+    async fn promote(&self, epoch: u64, stop: &mut watch::Receiver<bool>) -> Option<Outcome> {
+        self.shared.alert("promotion", format!("promoting this standby: epoch {epoch}")).await;
+        let promoter = self.promoter.clone();
+        let r = self.bounded("promotion", async { promoter.promote(epoch).await }, stop).await?;
+        Some(match r {
+            Ok(summary) => {
+                self.shared.alert("promotion", format!("epoch {epoch} promoted: {summary}")).await;
+                Outcome::Ok
+            }
+            Err(e) => {
+                self.shared.alert("promotion", format!("promotion of epoch {epoch} failed: {e}")).await;
+                Outcome::Failed(e.to_string())
+            }
+        })
+    }
+}
+
+fn record(t: &mut TraceRecorder<BufWriter<File>>, now: Instant, ev: TraceEvent) {
+    if let Err(e) = t.record(now, ev) {
+        tracing::warn!(error = %e, "could not record the observation");
+    }
+}
+
+/// The detector state file of a monitor whose state dir is `state_dir`, for `kdr pause|resume|rearm`.
+pub fn state_store(state_dir: &Path) -> FileStateStore {
+    FileStateStore::new(state_dir.join("detector-state.json"))
+}

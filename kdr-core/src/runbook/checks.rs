@@ -1,0 +1,513 @@
+//! Post-promotion checks (seed 000's validation) and the clean-up of the old primary.
+//!
+//! [`KubectlPostChecks`] runs `kubectl` through a [`NodeRemote`] (the new primary, locally or
+//! over SSH), each check polling until it passes or its timeout expires, never sleeping a fixed
+//! time:
+//! 1. `nodes-ready`: every node but the old primary (and workers already reported failed) Ready;
+//! 2. `snapshot-pods`: at least as many pods as the backup set's key inventory recorded (checked
+//!    before the old primary's Node is deleted, which garbage-collects its pods);
+//! 3. `test-pod`: a pod created and Running (scheduling, kubelet and the CNI work without
+//!    re-applying anything), then deleted;
+//! 4. `old-primary-node`: the old primary's Node object deleted;
+//! 5. `old-primary-etcd-member`: no etcd member named after the old primary or at its address
+//!    (a restore with a new `--initial-cluster` already leaves none; seed 004 shows what happens
+//!    otherwise).
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::control_plane::NodeIdentity;
+use crate::error::{Error, Result};
+use crate::remote::{NodeRemote, RemoteCommand, shell_quote};
+
+/// What the checks need to know about the promotion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckContext {
+    /// The promotion epoch (names the test pod).
+    pub epoch: u64,
+    /// The new primary.
+    pub this_node: NodeIdentity,
+    /// The old primary, whose Node and etcd member are removed.
+    pub old_primary: NodeIdentity,
+    /// The number of pods the backup set recorded, if its inventory has them.
+    pub expected_pods: Option<u64>,
+    /// Workers whose recovery failed (not expected Ready; already reported).
+    pub failed_workers: Vec<String>,
+}
+
+/// One check's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The check's name (`nodes-ready`, ...).
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Runs the post-promotion checks.
+///
+/// Guarantees: every check has a timeout; [`run`](Self::run) runs all checks even when one
+/// fails and returns every result (`Err` only if the checks could not run at all); the
+/// clean-up is idempotent.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait PostChecker: Send + Sync + fmt::Debug {
+    /// What it would run, for the dry-run plan.
+    fn plan(&self, ctx: &CheckContext) -> Vec<String>;
+
+    /// Runs the checks and the clean-up.
+    async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>>;
+}
+
+/// Settings of the post-checks (part of `[promotion]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostCheckSettings {
+    /// The kubectl binary on the new primary.
+    pub kubectl: String,
+    /// The kubeconfig kubectl uses there.
+    pub kubeconfig: String,
+    /// How long each check may take.
+    #[serde(with = "crate::remote::ssh::serde_duration")]
+    pub timeout: Duration,
+    /// How often a check polls.
+    #[serde(with = "crate::remote::ssh::serde_duration")]
+    pub poll_interval: Duration,
+    /// The image of the test pod (it must be pullable by the nodes, or already on them).
+    pub test_pod_image: String,
+    /// The namespace of the test pod.
+    pub test_pod_namespace: String,
+}
+
+impl Default for PostCheckSettings {
+    fn default() -> Self {
+        Self {
+            kubectl: "kubectl".into(),
+            kubeconfig: "/etc/kubernetes/admin.conf".into(),
+            timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(5),
+            test_pod_image: "registry.k8s.io/pause:3.10".into(),
+            test_pod_namespace: "default".into(),
+        }
+    }
+}
+
+/// The post-checks with kubectl. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct KubectlPostChecks {
+    remote: Arc<dyn NodeRemote>,
+    settings: PostCheckSettings,
+}
+
+#[derive(Deserialize)]
+struct List<T> {
+    #[serde(default = "Vec::new")]
+    items: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct NodeObj {
+    metadata: Meta,
+    #[serde(default)]
+    status: NodeStatus,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+struct NodeStatus {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<Member>,
+}
+
+#[derive(Deserialize)]
+struct Member {
+    #[serde(rename = "ID")]
+    id: u64,
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "peerURLs", default)]
+    peer_urls: Vec<String>,
+}
+
+/// The outcome of one poll.
+enum Poll {
+    Done(String),
+    NotYet(String),
+}
+
+impl KubectlPostChecks {
+    /// Checks run through `remote` (the new primary).
+    pub fn new(remote: Arc<dyn NodeRemote>, settings: PostCheckSettings) -> Self {
+        Self { remote, settings }
+    }
+
+    fn kubectl(&self, args: &str) -> String {
+        format!("{} --kubeconfig {} {args}", self.settings.kubectl, shell_quote(&self.settings.kubeconfig))
+    }
+
+    fn test_pod(&self, epoch: u64) -> String {
+        format!("kdr-postcheck-epoch-{epoch}")
+    }
+
+    fn etcdctl(&self, ctx: &CheckContext, args: &str) -> String {
+        self.kubectl(&format!(
+            "-n kube-system exec etcd-{} -- etcdctl --endpoints=https://127.0.0.1:2379 \
+             --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt \
+             --key=/etc/kubernetes/pki/etcd/server.key {args}",
+            ctx.this_node.name
+        ))
+    }
+
+    async fn run_ok(&self, command: &str, stdin: Option<&[u8]>) -> Result<String> {
+        let c = RemoteCommand::new(command, self.settings.timeout.min(Duration::from_secs(120))).with_sudo();
+        let out = match stdin {
+            Some(bytes) => self.remote.run_with_stdin(&c, bytes).await?,
+            None => self.remote.run(&c).await?,
+        };
+        Ok(out.check(self.remote.node(), &c)?.stdout)
+    }
+
+    /// Polls `f` until it says done, an error that is not retryable, or the timeout.
+    async fn poll<F, Fut>(&self, name: &str, mut f: F) -> CheckResult
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Poll>>,
+    {
+        let mut last = String::from("no answer yet");
+        let run = async {
+            loop {
+                match f().await {
+                    Ok(Poll::Done(detail)) => return Ok(detail),
+                    Ok(Poll::NotYet(detail)) => last = detail,
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(self.settings.poll_interval).await;
+            }
+        };
+        let r: std::result::Result<Result<String>, _> =
+            tokio::time::timeout(self.settings.timeout, run).await;
+        match r {
+            Ok(Ok(detail)) => CheckResult { name: name.into(), ok: true, detail },
+            Ok(Err(e)) => CheckResult { name: name.into(), ok: false, detail: e.to_string() },
+            Err(_) => CheckResult {
+                name: name.into(),
+                ok: false,
+                detail: format!("not within {}: {last}", humantime::format_duration(self.settings.timeout)),
+            },
+        }
+    }
+
+    async fn nodes_ready(&self, ctx: &CheckContext) -> Result<Poll> {
+        let out = self.run_ok(&self.kubectl("get nodes -o json"), None).await?;
+        let list: List<NodeObj> = serde_json::from_str(&out)
+            .map_err(|e| Error::integrity("kubectl get nodes output", e.to_string()))?;
+        let mut not_ready = Vec::new();
+        let mut ready = 0;
+        let mut seen_self = false;
+        for n in &list.items {
+            let name = &n.metadata.name;
+            if *name == ctx.old_primary.name || ctx.failed_workers.contains(name) {
+                continue;
+            }
+            seen_self |= *name == ctx.this_node.name;
+            if n.status.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True") {
+                ready += 1;
+            } else {
+                not_ready.push(name.clone());
+            }
+        }
+        if !seen_self {
+            return Ok(Poll::NotYet(format!("node {} not registered yet", ctx.this_node.name)));
+        }
+        Ok(if not_ready.is_empty() {
+            Poll::Done(format!("{ready} nodes Ready"))
+        } else {
+            Poll::NotYet(format!("not Ready: {}", not_ready.join(", ")))
+        })
+    }
+
+    async fn pods_present(&self, expected: u64) -> Result<Poll> {
+        let out = self.run_ok(&self.kubectl("get pods -A -o json"), None).await?;
+        let list: List<serde_json::Value> = serde_json::from_str(&out)
+            .map_err(|e| Error::integrity("kubectl get pods output", e.to_string()))?;
+        let n = list.items.len() as u64;
+        let detail = format!("{n} pods present, {expected} recorded in the backup set");
+        Ok(if n >= expected { Poll::Done(detail) } else { Poll::NotYet(detail) })
+    }
+
+    async fn test_pod_running(&self, ctx: &CheckContext) -> Result<Poll> {
+        let name = self.test_pod(ctx.epoch);
+        let ns = shell_quote(&self.settings.test_pod_namespace);
+        let phase = self
+            .run_ok(&self.kubectl(&format!("get pod {name} -n {ns} -o jsonpath={{.status.phase}}")), None)
+            .await?;
+        Ok(match phase.trim() {
+            "Running" => Poll::Done(format!("test pod {name} Running")),
+            "Failed" | "Succeeded" => {
+                return Err(Error::integrity(format!("test pod {name}"), format!("phase {}", phase.trim())));
+            }
+            other => Poll::NotYet(format!("test pod {name} phase {other:?}")),
+        })
+    }
+
+    fn pod_manifest(&self, ctx: &CheckContext) -> String {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": self.test_pod(ctx.epoch),
+                "namespace": self.settings.test_pod_namespace,
+                "labels": {"app.kubernetes.io/managed-by": "kdr"}
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "check", "image": self.settings.test_pod_image}]
+            }
+        })
+        .to_string()
+    }
+
+    async fn remove_old_node(&self, ctx: &CheckContext) -> Result<Poll> {
+        let old = shell_quote(&ctx.old_primary.name);
+        self.run_ok(&self.kubectl(&format!("delete node {old} --ignore-not-found")), None).await?;
+        let left =
+            self.run_ok(&self.kubectl(&format!("get node {old} --ignore-not-found -o name")), None).await?;
+        Ok(if left.trim().is_empty() {
+            Poll::Done(format!("Node {} absent", ctx.old_primary.name))
+        } else {
+            Poll::NotYet(format!("Node {} still present", ctx.old_primary.name))
+        })
+    }
+
+    fn stale(&self, ctx: &CheckContext, m: &Member) -> bool {
+        m.name == ctx.old_primary.name
+            || m.peer_urls.iter().any(|u| {
+                url::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_owned)).as_deref()
+                    == Some(ctx.old_primary.address.as_str())
+            })
+    }
+
+    async fn remove_old_member(&self, ctx: &CheckContext) -> Result<Poll> {
+        let list = self.run_ok(&self.etcdctl(ctx, "member list -w json"), None).await?;
+        let list: MemberList = serde_json::from_str(&list)
+            .map_err(|e| Error::integrity("etcdctl member list output", e.to_string()))?;
+        let stale: Vec<&Member> = list.members.iter().filter(|m| self.stale(ctx, m)).collect();
+        if stale.is_empty() {
+            return Ok(Poll::Done(format!("{} etcd member(s), none of the old primary", list.members.len())));
+        }
+        for m in &stale {
+            self.run_ok(&self.etcdctl(ctx, &format!("member remove {:x}", m.id)), None).await?;
+        }
+        Ok(Poll::NotYet(format!(
+            "removed stale member(s) {}",
+            stale.iter().map(|m| format!("{:x} ({})", m.id, m.name)).collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+#[async_trait]
+impl PostChecker for KubectlPostChecks {
+    fn plan(&self, ctx: &CheckContext) -> Vec<String> {
+        let t = humantime::format_duration(self.settings.timeout);
+        vec![
+            format!(
+                "nodes-ready: poll `{}` until all but {} are Ready (timeout {t})",
+                self.kubectl("get nodes -o json"),
+                ctx.old_primary.name
+            ),
+            match ctx.expected_pods {
+                Some(n) => format!(
+                    "snapshot-pods: `{}` lists at least {n} pods",
+                    self.kubectl("get pods -A -o json")
+                ),
+                None => "snapshot-pods: skipped (the backup set has no pod inventory)".into(),
+            },
+            format!(
+                "test-pod: `{}` (pod {} image {}), poll until Running, then delete it",
+                self.kubectl("apply -f -"),
+                self.test_pod(ctx.epoch),
+                self.settings.test_pod_image
+            ),
+            format!(
+                "old-primary-node: `{}`",
+                self.kubectl(&format!("delete node {} --ignore-not-found", ctx.old_primary.name))
+            ),
+            format!(
+                "old-primary-etcd-member: `{}`, removing members named {} or at {}",
+                self.etcdctl(ctx, "member list -w json"),
+                ctx.old_primary.name,
+                ctx.old_primary.address
+            ),
+        ]
+    }
+
+    async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>> {
+        let mut results = vec![self.poll("nodes-ready", || self.nodes_ready(ctx)).await];
+        results.push(match ctx.expected_pods {
+            Some(n) => self.poll("snapshot-pods", || self.pods_present(n)).await,
+            None => CheckResult {
+                name: "snapshot-pods".into(),
+                ok: true,
+                detail: "skipped: the backup set's inventory records no pods".into(),
+            },
+        });
+        let manifest = self.pod_manifest(ctx);
+        let created = self.run_ok(&self.kubectl("apply -f -"), Some(manifest.as_bytes())).await;
+        results.push(match created {
+            Ok(_) => {
+                let r = self.poll("test-pod", || self.test_pod_running(ctx)).await;
+                let ns = shell_quote(&self.settings.test_pod_namespace);
+                let del = self.kubectl(&format!(
+                    "delete pod {} -n {ns} --ignore-not-found --wait=false",
+                    self.test_pod(ctx.epoch)
+                ));
+                if let Err(e) = self.run_ok(&del, None).await {
+                    tracing::warn!(error = %e, "could not delete the test pod");
+                }
+                r
+            }
+            Err(e) => CheckResult {
+                name: "test-pod".into(),
+                ok: false,
+                detail: format!("could not create it: {e}"),
+            },
+        });
+        results.push(self.poll("old-primary-node", || self.remove_old_node(ctx)).await);
+        results.push(self.poll("old-primary-etcd-member", || self.remove_old_member(ctx)).await);
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::remote::{RecordingNodeRemote, Reply};
+
+    const NODES: &str = r#"{"items":[
+      {"metadata":{"name":"master-1"},"status":{"conditions":[{"type":"Ready","status":"Unknown"}]}},
+      {"metadata":{"name":"master-2"},"status":{"conditions":[{"type":"Ready","status":"True"}]}},
+      {"metadata":{"name":"worker-1"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+
+    fn ctx() -> CheckContext {
+        CheckContext {
+            epoch: 2,
+            this_node: NodeIdentity { name: "master-2".into(), address: "192.168.30.202".into() },
+            old_primary: NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() },
+            expected_pods: Some(2),
+            failed_workers: vec![],
+        }
+    }
+
+    fn settings() -> PostCheckSettings {
+        PostCheckSettings {
+            timeout: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(20),
+            ..Default::default()
+        }
+    }
+
+    fn healthy() -> Arc<RecordingNodeRemote> {
+        let fake = Arc::new(RecordingNodeRemote::new("master-2"));
+        fake.respond("get nodes -o json", Reply::exit(0, NODES, ""))
+            .respond("get pods -A -o json", Reply::exit(0, r#"{"items":[{},{},{}]}"#, ""))
+            .respond("jsonpath={.status.phase}", Reply::exit(0, "Running", ""))
+            .respond(
+                "member list -w json",
+                Reply::exit(
+                    0,
+                    r#"{"members":[{"ID":12345678901234567890,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]}]}"#,
+                    "",
+                ),
+            );
+        fake
+    }
+
+    #[tokio::test]
+    async fn all_pass_on_a_healthy_cluster_and_the_old_node_is_deleted() {
+        let fake = healthy();
+        let checks = KubectlPostChecks::new(fake.clone(), settings());
+        let results = checks.run(&ctx()).await.unwrap();
+        assert!(results.iter().all(|r| r.ok), "{results:#?}");
+        let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["nodes-ready", "snapshot-pods", "test-pod", "old-primary-node", "old-primary-etcd-member"]
+        );
+        let cmds = fake.commands();
+        assert!(cmds.iter().any(|c| c.ends_with("delete node master-1 --ignore-not-found")), "{cmds:?}");
+        let apply = fake.recorded().into_iter().find(|c| c.command.command.ends_with("apply -f -")).unwrap();
+        let pod: serde_json::Value = serde_json::from_slice(&apply.stdin.unwrap()).unwrap();
+        assert_eq!(pod["metadata"]["name"], "kdr-postcheck-epoch-2");
+        assert!(cmds.iter().any(|c| c.contains("delete pod kdr-postcheck-epoch-2")));
+        assert!(!cmds.iter().any(|c| c.contains("member remove")));
+    }
+
+    #[tokio::test]
+    async fn stale_member_is_removed_and_failures_are_reported_not_hidden() {
+        let fake = healthy();
+        fake.respond("get pods -A -o json", Reply::exit(0, r#"{"items":[{}]}"#, ""))
+            .respond("jsonpath={.status.phase}", Reply::exit(0, "Pending", ""))
+            .respond(
+                "member list -w json",
+                Reply::exit(
+                    0,
+                    r#"{"members":[{"ID":1,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]},
+                                   {"ID":255,"name":"etcd-old","peerURLs":["https://192.168.30.200:2380"]}]}"#,
+                    "",
+                ),
+            );
+        let checks = KubectlPostChecks::new(fake.clone(), settings());
+        let results = checks.run(&ctx()).await.unwrap();
+        let by = |n: &str| results.iter().find(|r| r.name == n).unwrap().clone();
+        assert!(!by("snapshot-pods").ok && by("snapshot-pods").detail.contains("1 pods present, 2 recorded"));
+        assert!(!by("test-pod").ok && by("test-pod").detail.contains("Pending"), "{:?}", by("test-pod"));
+        assert!(by("nodes-ready").ok);
+        // The member keeps being listed by the fake, so the check removes it and, still seeing it, fails.
+        assert!(fake.commands().iter().any(|c| c.contains("member remove ff")), "{:?}", fake.commands());
+        assert!(!by("old-primary-etcd-member").ok);
+    }
+
+    #[tokio::test]
+    async fn a_not_ready_node_fails_after_the_timeout_naming_it() {
+        let w1_down = NODES.replace(
+            r#""name":"worker-1"},"status":{"conditions":[{"type":"Ready","status":"True"}"#,
+            r#""name":"worker-1"},"status":{"conditions":[{"type":"Ready","status":"False"}"#,
+        );
+        assert_ne!(w1_down, NODES);
+        let fake = healthy();
+        fake.respond("get nodes -o json", Reply::exit(0, &w1_down, ""));
+        let results = KubectlPostChecks::new(fake, settings()).run(&ctx()).await.unwrap();
+        assert!(!results[0].ok);
+        assert!(results[0].detail.contains("not Ready: worker-1"), "{}", results[0].detail);
+        // A worker already reported failed is not waited for.
+        let fake = healthy();
+        fake.respond("get nodes -o json", Reply::exit(0, &w1_down, ""));
+        let mut c = ctx();
+        c.failed_workers = vec!["worker-1".into()];
+        let results = KubectlPostChecks::new(fake, settings()).run(&c).await.unwrap();
+        assert!(results[0].ok, "{:?}", results[0]);
+    }
+}

@@ -1,0 +1,653 @@
+//! Unit tests of the runbook with in-memory fakes sharing one "world": crash after each step then
+//! resume, refusals, failures that stop it, the dry run.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use object_store::memory::InMemory;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::control_plane::{InitPlan, InitReport};
+use crate::fence::FenceReport;
+use crate::snapshot::{ByteStream, Compression, Encryption, IncompleteSet, SnapshotSource, StoredObject};
+
+/// What the fakes did, and where the next crash happens.
+#[derive(Debug, Default)]
+struct WorldState {
+    events: Vec<String>,
+    restored: Option<String>,
+    initialized: bool,
+    recovered: BTreeSet<String>,
+    /// The fake that reaches this event hangs right after it (a crash point).
+    crash_after: Option<String>,
+    fence_fails: bool,
+    failing_worker: Option<String>,
+    checks_fail: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct World {
+    st: Arc<Mutex<WorldState>>,
+    crashed: Arc<Notify>,
+}
+
+impl World {
+    fn st(&self) -> std::sync::MutexGuard<'_, WorldState> {
+        self.st.lock().unwrap()
+    }
+
+    /// Records `event`; if it is the crash point, signals the crash and never returns.
+    async fn event(&self, event: String) {
+        let crash = {
+            let mut st = self.st();
+            st.events.push(event.clone());
+            st.crash_after.as_deref() == Some(event.as_str())
+        };
+        if crash {
+            // Let the runbook record whatever it was told before the "process dies".
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            self.crashed.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.st().events.iter().filter(|e| e.starts_with(prefix)).count()
+    }
+}
+
+#[derive(Debug)]
+struct FakeRestore(World);
+
+#[async_trait]
+impl RestoreStep for FakeRestore {
+    async fn plan(&self, snapshot: &Manifest) -> Result<Vec<String>> {
+        Ok(vec![format!("restore {} into /var/lib/etcd (old dir moved aside)", snapshot.id)])
+    }
+    async fn already_restored(&self, snapshot: &Manifest) -> Result<bool> {
+        Ok(self.0.st().restored.as_deref() == Some(snapshot.id.as_str()))
+    }
+    async fn restore(&self, snapshot: &Manifest) -> Result<serde_json::Value> {
+        self.0.st().restored = Some(snapshot.id.to_string());
+        self.0.event("restore".into()).await;
+        Ok(serde_json::json!({"data_dir": "/var/lib/etcd"}))
+    }
+}
+
+#[derive(Debug)]
+struct FakeInit(World);
+
+#[async_trait]
+impl ControlPlaneInit for FakeInit {
+    async fn plan(&self) -> Result<InitPlan> {
+        Ok(InitPlan {
+            config_source: "derived".into(),
+            endpoint: "10.0.0.2:6443".into(),
+            commands: vec!["kubeadm init --config /etc/kubernetes/kdr-kubeadm-init.yaml".into()],
+            notes: vec![],
+        })
+    }
+    async fn state(&self) -> Result<InitState> {
+        Ok(if self.0.st().initialized { InitState::Initialized } else { InitState::NotInitialized })
+    }
+    async fn init(&self) -> Result<InitReport> {
+        if self.0.st().initialized {
+            return Err(Error::refused("already initialised"));
+        }
+        self.0.st().initialized = true;
+        self.0.event("init".into()).await;
+        Ok(InitReport { endpoint: "10.0.0.2:6443".into(), ..Default::default() })
+    }
+    async fn join_command(&self) -> Result<JoinCommand> {
+        self.0.event("join-command".into()).await;
+        crate::control_plane::join_command_from_redacted(
+            &format!(
+                "kubeadm join 10.0.0.2:6443 --token X --discovery-token-ca-cert-hash sha256:{}",
+                "ab".repeat(32)
+            ),
+            &crate::control_plane::generate_bootstrap_token(),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct FakeFencer(World);
+
+#[async_trait]
+impl Fencer for FakeFencer {
+    fn plan(&self, t: &FenceTarget) -> Vec<String> {
+        vec![format!("power off {}", t.host)]
+    }
+    async fn fence(&self, t: &FenceTarget) -> Result<FenceReport> {
+        if self.0.st().fence_fails {
+            self.0.event("fence-failed".into()).await;
+            return Err(Error::CommandFailed {
+                host: "localhost".into(),
+                command: "ipmitool power off".into(),
+                exit_code: Some(1),
+                stderr: "no route to BMC".into(),
+            });
+        }
+        self.0.event(format!("fence:{}", t.epoch)).await;
+        Ok(FenceReport { method: "fake".into(), actions: vec![] })
+    }
+}
+
+#[derive(Debug)]
+struct FakeWorkers(World, Vec<String>);
+
+#[async_trait]
+impl WorkerRecovery for FakeWorkers {
+    fn needs_join_command(&self) -> bool {
+        true
+    }
+    fn plan(&self, endpoint: &str) -> Vec<String> {
+        self.1.iter().map(|w| format!("{w}: rejoin {endpoint}")).collect()
+    }
+    async fn recover(
+        &self,
+        _endpoint: &str,
+        join: Option<&JoinCommand>,
+        skip: &BTreeSet<String>,
+        progress: &(dyn Fn(WorkerOutcome) + Send + Sync),
+    ) -> Result<Vec<WorkerOutcome>> {
+        assert!(join.is_some(), "rejoin needs a join command");
+        let mut out = Vec::new();
+        for w in &self.1 {
+            if skip.contains(w) {
+                continue;
+            }
+            let fails = self.0.st().failing_worker.as_deref() == Some(w.as_str());
+            if !fails {
+                assert!(self.0.st().recovered.insert(w.clone()), "worker {w} recovered twice");
+            }
+            let o = WorkerOutcome {
+                worker: w.clone(),
+                ok: !fails,
+                detail: if fails { "kubeadm join exited 1".into() } else { "Ready".into() },
+                duration_ms: 10,
+            };
+            progress(o.clone());
+            out.push(o);
+            self.0.event(format!("worker:{w}")).await;
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct FakeChecks(World);
+
+#[async_trait]
+impl PostChecker for FakeChecks {
+    fn plan(&self, ctx: &CheckContext) -> Vec<String> {
+        vec![format!("delete node {}", ctx.old_primary.name)]
+    }
+    async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>> {
+        self.0.event("checks".into()).await;
+        let ok = !self.0.st().checks_fail;
+        Ok(vec![
+            CheckResult {
+                name: "nodes-ready".into(),
+                ok,
+                detail: format!("failed: {:?}", ctx.failed_workers),
+            },
+            CheckResult {
+                name: "snapshot-pods".into(),
+                ok: true,
+                detail: format!("{:?}", ctx.expected_pods),
+            },
+        ])
+    }
+}
+
+fn manifest() -> Manifest {
+    let created: DateTime<Utc> = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+    Manifest {
+        schema_version: 1,
+        id: SnapshotId::parse("20260911T060000Z-0badcafe").unwrap(),
+        created_at: created,
+        duration_ms: 1200,
+        cluster_name: "prod".into(),
+        source: SnapshotSource {
+            endpoint: "https://192.168.30.200:2379".into(),
+            member_name: "master-1".into(),
+            member_id: "8e9e05c52164694d".into(),
+            etcd_version: "3.5.16".into(),
+            revision: 4242,
+            db_size: 1 << 20,
+        },
+        compression: Compression::Zstd,
+        encryption: Encryption::None,
+        etcd_hash_verified: true,
+        objects: vec![],
+        bundle_files: vec![],
+        key_inventory: BTreeMap::from([("pods".to_owned(), 12)]),
+        total_keys: 300,
+    }
+}
+
+/// One complete set, read-only.
+#[derive(Debug)]
+struct OneSet(Manifest);
+
+#[async_trait]
+impl SnapshotStore for OneSet {
+    fn describe(&self) -> String {
+        "memory://sets".into()
+    }
+    async fn put_object(&self, _: &SnapshotId, _: &str, _: ByteStream) -> Result<StoredObject> {
+        Err(Error::refused("read-only test store"))
+    }
+    async fn commit(&self, _: &Manifest) -> Result<()> {
+        Err(Error::refused("read-only test store"))
+    }
+    async fn list(&self) -> Result<Vec<Manifest>> {
+        Ok(vec![self.0.clone()])
+    }
+    async fn manifest(&self, id: &SnapshotId) -> Result<Manifest> {
+        if *id == self.0.id { Ok(self.0.clone()) } else { Err(Error::not_found(format!("backup set {id}"))) }
+    }
+    async fn get_object(&self, _: &SnapshotId, _: &str) -> Result<ByteStream> {
+        Err(Error::refused("read-only test store"))
+    }
+    async fn delete(&self, _: &str) -> Result<()> {
+        Err(Error::refused("read-only test store"))
+    }
+    async fn list_incomplete(&self) -> Result<Vec<IncompleteSet>> {
+        Ok(vec![])
+    }
+}
+
+struct Harness {
+    world: World,
+    dir: tempfile::TempDir,
+    objects: Arc<InMemory>,
+    hooks: HooksSettings,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            world: World::default(),
+            dir: tempfile::tempdir().unwrap(),
+            objects: Arc::new(InMemory::new()),
+            hooks: HooksSettings::default(),
+        }
+    }
+
+    fn settings(&self) -> PromotionSettings {
+        PromotionSettings {
+            node_name: "master-2".into(),
+            advertise_address: "10.0.0.2".into(),
+            old_primary_name: "master-1".into(),
+            old_primary_address: "10.0.0.1".into(),
+            state_dir: self.dir.path().join("state"),
+            ..Default::default()
+        }
+    }
+
+    /// A runbook over fresh fakes (as a restarted process would build) sharing the world.
+    fn runbook_as(&self, holder: &str) -> Runbook {
+        let mut settings = self.settings();
+        settings.holder = Some(holder.into());
+        let w = &self.world;
+        Runbook::new(RunbookParts {
+            settings,
+            hooks: self.hooks.clone(),
+            claims: ClaimStore::new(self.objects.clone(), "prod", "memory://"),
+            snapshots: Arc::new(OneSet(manifest())),
+            fencer: Arc::new(FakeFencer(w.clone())),
+            restore: Arc::new(FakeRestore(w.clone())),
+            control_plane: Arc::new(FakeInit(w.clone())),
+            workers: Arc::new(FakeWorkers(
+                w.clone(),
+                vec!["worker-1".into(), "worker-2".into(), "worker-3".into()],
+            )),
+            checks: Arc::new(FakeChecks(w.clone())),
+            clock: Arc::new(ManualClock::new(
+                DateTime::from_timestamp(1_790_000_100, 0).unwrap(),
+                crate::clock::Clock::instant(&crate::clock::SystemClock),
+            )),
+        })
+        .unwrap()
+    }
+
+    fn runbook(&self) -> Runbook {
+        self.runbook_as("master-2")
+    }
+
+    /// Runs until the world's crash point, then drops the run (the process "dies").
+    async fn run_until_crash(&self, crash_after: &str) {
+        self.world.st().crash_after = Some(crash_after.into());
+        let rb = self.runbook();
+        let run = rb.run(None);
+        tokio::select! {
+            r = run => panic!("the run should have crashed after {crash_after}, it ended: {r:?}"),
+            _ = self.world.crashed.notified() => {}
+        }
+        self.world.st().crash_after = None;
+    }
+
+    fn journal(&self, epoch: u64) -> Journal {
+        Journal::load(&Journal::path_for(&self.dir.path().join("state"), epoch)).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn full_run_journals_every_step_then_refuses_the_same_epoch() {
+    let h = Harness::new();
+    let report = h.runbook().run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(report.epoch, 1);
+    assert_eq!(
+        h.world.st().events,
+        [
+            "fence:1",
+            "restore",
+            "init",
+            "join-command",
+            "worker:worker-1",
+            "worker:worker-2",
+            "worker:worker-3",
+            "checks"
+        ]
+    );
+    let j = h.journal(1);
+    assert!(j.is_complete());
+    for s in StepKind::ALL {
+        let r = j.record(s).unwrap();
+        assert_eq!((r.status, r.attempts), (StepStatus::Succeeded, 1), "{s:?}");
+        assert!(r.finished_at.is_some());
+    }
+    // The join token never reaches the journal.
+    let text = std::fs::read_to_string(j.path()).unwrap();
+    assert!(!text.contains("token"), "{text}");
+    assert_eq!(report.checks[1].detail, "Some(12)", "expected pods come from the manifest's inventory");
+    let rendered = report.to_string();
+    assert!(rendered.contains("worker-2") && rendered.contains("ok"), "{rendered}");
+
+    let err = h.runbook().run(Some(1)).await.unwrap_err();
+    assert!(err.to_string().contains("epoch 1 was already promoted"), "{err}");
+    assert_eq!(h.world.count("restore"), 1);
+    // Without an epoch the next run would claim epoch 2: a new promotion, not a repeat.
+    assert_eq!(h.runbook().plan(None).await.unwrap().epoch, 2);
+}
+
+/// Crash right after each side effect, resume with fresh fakes: every destructive step happened
+/// exactly once, and the journal ends complete.
+#[tokio::test]
+async fn crash_after_each_step_then_resume_never_repeats_a_finished_destructive_step() {
+    for crash in [
+        "fence:1",
+        "restore",
+        "init",
+        "join-command",
+        "worker:worker-1",
+        "worker:worker-2",
+        "worker:worker-3",
+        "checks",
+    ] {
+        let h = Harness::new();
+        h.run_until_crash(crash).await;
+        let j = h.journal(1);
+        assert!(!j.is_complete(), "{crash}");
+        let report = h.runbook().run(None).await.unwrap_or_else(|e| panic!("resume after {crash}: {e}"));
+        assert!(report.succeeded(), "{crash}: {report}");
+        assert!(h.journal(1).is_complete(), "{crash}");
+        assert_eq!(h.world.count("restore"), 1, "restore repeated after a crash at {crash}");
+        assert_eq!(h.world.count("init"), 1, "init repeated after a crash at {crash}");
+        for w in ["worker-1", "worker-2", "worker-3"] {
+            assert_eq!(
+                h.world.count(&format!("worker:{w}")),
+                1,
+                "{w} recovered twice after a crash at {crash}"
+            );
+        }
+        assert!(h.world.count("checks") >= 1);
+        let claim = ClaimStore::new(h.objects.clone(), "prod", "m").get(1).await.unwrap().unwrap();
+        assert_eq!(claim.run_id, h.journal(1).data().run_id, "{crash}: the resumed run reused its claim");
+        let j = h.journal(1);
+        let interrupted = match crash {
+            "fence:1" => Some(StepKind::Fence),
+            "restore" => Some(StepKind::Restore),
+            "init" => Some(StepKind::ControlPlaneInit),
+            "checks" => Some(StepKind::PostChecks),
+            _ => Some(StepKind::Workers),
+        };
+        if let Some(s) = interrupted {
+            assert_eq!(j.record(s).unwrap().attempts, 2, "{crash}: {s:?} resumed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn crash_during_claim_and_pre_hooks_resumes_with_the_same_claim() {
+    let mut h = Harness::new();
+    let log = h.dir.path().join("hook.log");
+    let flag = h.dir.path().join("hang");
+    std::fs::write(&flag, "").unwrap();
+    // The hook logs, then hangs while the flag file exists: the runbook is "killed" in the hook.
+    h.hooks.pre = vec![HookSpec::exec(vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo \"$KDR_EPOCH\" >> {}; while [ -e {} ]; do sleep 0.05; done",
+            log.display(),
+            flag.display()
+        ),
+    ])];
+    let rb = h.runbook();
+    let watch = async {
+        while std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = rb.run(None) => panic!("should hang in the hook: {r:?}"),
+        _ = watch => {}
+    }
+    assert_eq!(h.journal(1).status(StepKind::PreHooks), Some(StepStatus::Started));
+    assert_eq!(h.journal(1).status(StepKind::Claim), Some(StepStatus::Succeeded));
+    std::fs::remove_file(&flag).unwrap();
+    let report = h.runbook().run(None).await.unwrap();
+    assert!(report.succeeded());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n1\n", "the idempotent pre-hook re-ran");
+    assert_eq!(h.world.count("restore"), 1);
+}
+
+#[tokio::test]
+async fn interrupted_restore_without_swap_is_redone_and_partial_init_is_refused() {
+    let h = Harness::new();
+    h.run_until_crash("restore").await;
+    // The crash hit before the swap: the restore flow cleaned up, nothing is in place.
+    h.world.st().restored = None;
+    h.world.st().crash_after = Some("init".into());
+    let rb = h.runbook();
+    tokio::select! {
+        r = rb.run(None) => panic!("{r:?}"),
+        _ = h.world.crashed.notified() => {}
+    }
+    h.world.st().crash_after = None;
+    assert_eq!(h.world.count("restore"), 2, "a restore that never swapped is done again");
+
+    // An init that left only some files: refused, never reset.
+    #[derive(Debug)]
+    struct PartialInit;
+    #[async_trait]
+    impl ControlPlaneInit for PartialInit {
+        async fn plan(&self) -> Result<InitPlan> {
+            Ok(InitPlan::default())
+        }
+        async fn state(&self) -> Result<InitState> {
+            Ok(InitState::Partial {
+                found: vec!["/etc/kubernetes/admin.conf".into()],
+                missing: vec!["etcd.yaml".into()],
+            })
+        }
+        async fn init(&self) -> Result<InitReport> {
+            panic!("init must not run over a partial control plane")
+        }
+        async fn join_command(&self) -> Result<JoinCommand> {
+            unreachable!()
+        }
+    }
+    let mut parts = h.runbook().parts.clone();
+    parts.control_plane = Arc::new(PartialInit);
+    let err = Runbook::new(parts).unwrap().run(None).await.unwrap_err().to_string();
+    assert!(err.contains("stopped at step control-plane-init") && err.contains("kubeadm reset"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_fence_stops_the_runbook_before_anything_is_restored() {
+    let h = Harness::new();
+    h.world.st().fence_fails = true;
+    let err = h.runbook().run(None).await.unwrap_err().to_string();
+    assert!(err.contains("stopped at step fence") && err.contains("no route to BMC"), "{err}");
+    assert_eq!(h.world.st().events, ["fence-failed"]);
+    let j = h.journal(1);
+    assert_eq!(j.status(StepKind::Fence), Some(StepStatus::Failed));
+    assert!(j.record(StepKind::Fence).unwrap().error.as_deref().unwrap().contains("no route to BMC"));
+    assert_eq!(j.status(StepKind::Restore), None);
+    // Fixed, the next run resumes at the fence.
+    h.world.st().fence_fails = false;
+    assert!(h.runbook().run(None).await.unwrap().succeeded());
+    assert_eq!(h.world.count("restore"), 1);
+}
+
+#[tokio::test]
+async fn a_failing_pre_hook_aborts_before_the_fence() {
+    let mut h = Harness::new();
+    h.hooks.pre =
+        vec![HookSpec::exec(vec!["sh".into(), "-c".into(), "echo 'dns api down' >&2; exit 2".into()])];
+    let err = h.runbook().run(None).await.unwrap_err().to_string();
+    assert!(err.contains("stopped at step pre-hooks") && err.contains("dns api down"), "{err}");
+    assert!(h.world.st().events.is_empty(), "nothing after the hook ran: {:?}", h.world.st().events);
+    assert_eq!(h.journal(1).status(StepKind::PreHooks), Some(StepStatus::Failed));
+}
+
+#[tokio::test]
+async fn a_claim_taken_by_another_standby_is_refused_and_nothing_runs() {
+    let h = Harness::new();
+    let other = Claim {
+        epoch: 1,
+        holder: "master-3".into(),
+        host: "10.0.0.3".into(),
+        run_id: "someone-else".into(),
+        claimed_at: DateTime::from_timestamp(1_790_000_050, 0).unwrap(),
+        snapshot: None,
+    };
+    ClaimStore::new(h.objects.clone(), "prod", "m").claim(&other).await.unwrap();
+    // Without --epoch the runbook takes the newest claim + 1: no conflict.
+    assert_eq!(h.runbook().plan(None).await.unwrap().epoch, 2);
+    let err = h.runbook().run(Some(1)).await.unwrap_err().to_string();
+    assert!(err.contains("epoch 1 already claimed by master-3"), "{err}");
+    assert!(h.world.st().events.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_worker_does_not_stop_the_others_and_a_rerun_retries_only_it() {
+    let h = Harness::new();
+    h.world.st().failing_worker = Some("worker-2".into());
+    let report = h.runbook().run(None).await.unwrap();
+    assert!(!report.succeeded());
+    assert_eq!(report.failed_workers(), ["worker-2"]);
+    assert_eq!(h.world.count("worker:"), 3, "the others still ran");
+    assert_eq!(h.world.count("checks"), 1, "post-checks still ran");
+    assert!(report.checks[0].detail.contains("worker-2"), "the failed worker is not waited for");
+    assert!(report.to_string().contains("FAILED workers: worker-2"));
+    let j = h.journal(1);
+    assert!(!j.is_complete());
+    assert_eq!(j.status(StepKind::Workers), Some(StepStatus::Failed));
+    assert_eq!(j.status(StepKind::PostHooks), Some(StepStatus::Succeeded));
+
+    h.world.st().failing_worker = None;
+    let report = h.runbook().run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(h.world.count("worker:worker-2"), 2);
+    assert_eq!(h.world.count("worker:worker-1"), 1);
+    assert_eq!(report.workers.len(), 3);
+    assert!(h.journal(1).is_complete());
+}
+
+#[tokio::test]
+async fn failing_post_checks_stop_before_the_post_hooks() {
+    let mut h = Harness::new();
+    let marker = h.dir.path().join("dns-switched");
+    h.hooks.post = vec![HookSpec::exec(vec!["touch".into(), marker.display().to_string()])];
+    h.world.st().checks_fail = true;
+    let err = h.runbook().run(None).await.unwrap_err().to_string();
+    assert!(err.contains("post-checks failed: nodes-ready"), "{err}");
+    assert!(!marker.exists());
+    h.world.st().checks_fail = false;
+    h.runbook().run(None).await.unwrap();
+    assert!(marker.exists());
+}
+
+#[tokio::test]
+async fn dry_run_touches_nothing_and_shows_the_whole_plan() {
+    let h = Harness::new();
+    let plan = h.runbook().plan(None).await.unwrap();
+    assert!(h.world.st().events.is_empty());
+    assert!(!h.dir.path().join("state").exists(), "no journal, no lock, no state dir");
+    let listed: Vec<_> =
+        futures::TryStreamExt::try_collect::<Vec<_>>(object_store::ObjectStore::list(&*h.objects, None))
+            .await
+            .unwrap();
+    assert!(listed.is_empty(), "no claim written");
+    assert_eq!(plan.epoch, 1);
+    assert_eq!(plan.steps.len(), 8);
+    assert!(plan.steps.iter().all(|s| s.action == StepAction::Run));
+    let text = plan.to_string();
+    for expected in [
+        "20260911T060000Z-0badcafe",
+        "prod/claims/epoch-1.json",
+        "power off 10.0.0.1",
+        "restore 20260911T060000Z-0badcafe into /var/lib/etcd",
+        "kubeadm init --config",
+        "worker-3: rejoin 10.0.0.2:6443",
+        "delete node master-1",
+        "(destructive)",
+    ] {
+        assert!(text.contains(expected), "plan lacks {expected:?}:\n{text}");
+    }
+    let v = serde_json::to_value(&plan).unwrap();
+    assert_eq!(v["steps"][3]["step"], "restore");
+
+    // After a crash, the plan says what a resume would do.
+    h.run_until_crash("init").await;
+    let plan = h.runbook().plan(None).await.unwrap();
+    let action = |k: StepKind| plan.steps.iter().find(|s| s.step == k).unwrap().action;
+    assert_eq!(action(StepKind::Restore), StepAction::SkipDone);
+    assert_eq!(action(StepKind::ControlPlaneInit), StepAction::Resume);
+    assert_eq!(action(StepKind::Workers), StepAction::Run);
+    assert!(plan.epoch_source.contains("resuming"));
+}
+
+#[test]
+fn settings_need_identities_and_a_new_host_differs_from_the_old() {
+    let mut s = PromotionSettings::default();
+    assert!(matches!(s.validate(), Err(Error::Config { key, .. }) if key == "promotion.node_name"));
+    s.node_name = "master-1".into();
+    s.advertise_address = "10.0.0.1".into();
+    s.old_primary_name = "master-1".into();
+    s.old_primary_address = "10.0.0.1".into();
+    assert!(matches!(s.validate(), Err(Error::Config { key, .. }) if key == "promotion.mode"));
+    s.mode = PromotionMode::SameHost;
+    s.validate().unwrap();
+    s.snapshot = "yesterday".into();
+    assert!(matches!(s.validate(), Err(Error::Config { key, .. }) if key == "promotion.snapshot"));
+    let parsed: PromotionSettings = toml::from_str(
+        "node_name = \"m2\"\nadvertise_address = \"10.0.0.2\"\nold_primary_name = \"m1\"\nold_primary_address = \"10.0.0.1\"\n\
+         [checks]\ntimeout = \"3m\"\n",
+    )
+    .unwrap();
+    parsed.validate().unwrap();
+    assert_eq!(parsed.checks.timeout, Duration::from_secs(180));
+}

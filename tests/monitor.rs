@@ -1,0 +1,367 @@
+//! kdr-monitor against real etcd and S3 (s3s-fs) containers: scheduled backups then a prune with
+//! `/metrics` scraped and parsed; SIGTERM mid-upload (the built binary); a restart that keeps
+//! the latch and pause (the built binaries, `kdr pause`); the self-fence guard and a newer claim.
+//! Needs Docker.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kdr_core::clock::SystemClock;
+use kdr_core::config::Config;
+use kdr_core::failover::{Latch, StateStore};
+use kdr_core::monitor::primary::Primary;
+use kdr_core::monitor::{Shared, Status};
+use kdr_core::runbook::{Claim, ClaimStore};
+use kdr_core::snapshot::{ObjectStoreSnapshotStore, SnapshotStore};
+use kdr_core::testing::containers::{EtcdContainer, EtcdVersion, S3Container};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `[store]` for the shared S3 container under `prefix` (the secret goes in the environment).
+fn store_toml(s3: &S3Container, prefix: &str) -> String {
+    format!(
+        "[store]\nurl = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nallow_http = true\n",
+        s3.bucket(),
+        s3.endpoint(),
+        s3.region(),
+        s3.access_key()
+    )
+}
+
+fn open_store(config: &Config) -> ObjectStoreSnapshotStore {
+    ObjectStoreSnapshotStore::from_url(config.store_url().unwrap(), &config.store_options().unwrap()).unwrap()
+}
+
+fn parse(text: &str, s3: &S3Container) -> Config {
+    let mut c = Config::from_toml(text, "test").unwrap();
+    let env = [("AWS_SECRET_ACCESS_KEY".to_owned(), s3.secret_key().to_owned())].into_iter().collect();
+    c.apply_env(&env).unwrap();
+    c
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let body = http_get(port, "/metrics").expect("/metrics answers 200");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parseable metrics")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
+    scrape.samples.iter().find(|s| s.metric == name).map(|s| match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => f64::NAN,
+    })
+}
+
+async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let clock = kdr_core::clock::Clock::instant(&SystemClock);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            kdr_core::clock::Clock::instant(&SystemClock) - clock < limit,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_three_scheduled_backups_then_a_prune_and_metrics_scraped() {
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    for i in 0..20 {
+        client.put(format!("/registry/pods/default/p{i}"), "x", None).await.unwrap();
+    }
+    let s3 = S3Container::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = parse(
+        &format!(
+            "{}[etcd]\nendpoint = \"{}\"\n[backup]\nno_bundle = true\n\
+             [retention]\nkeep_last = 2\nkeep_hourly = 0\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n\
+             [monitor]\nlisten = \"127.0.0.1:{port}\"\nroles = [\"primary\"]\nstate_dir = \"{}\"\n\
+             [monitor.backup]\ninterval_s = 1.2\n[monitor.drill]\nenabled = false\n",
+            store_toml(s3, "scheduled"),
+            etcd.endpoint(),
+            dir.path().display()
+        ),
+        s3,
+    );
+    let store = open_store(&config);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let monitor = tokio::spawn(kdr_core::monitor::run(config, Arc::new(SystemClock), async {
+        let _ = rx.await;
+    }));
+
+    let scrape = wait_for("three backups and a prune", Duration::from_secs(60), async || {
+        let s = tokio::task::spawn_blocking(move || http_get(port, "/metrics").map(|_| scrape(port)))
+            .await
+            .ok()??;
+        (value(&s, "kdr_backups_total")? >= 3.0 && value(&s, "kdr_pruned_sets_total")? >= 1.0).then_some(s)
+    })
+    .await;
+    tx.send(()).unwrap();
+    monitor.await.unwrap().expect("clean shutdown");
+
+    assert_eq!(value(&scrape, "kdr_backup_failures_total"), Some(0.0));
+    assert!(value(&scrape, "kdr_backup_last_size_bytes").unwrap() > 0.0);
+    assert!(value(&scrape, "kdr_backup_last_duration_seconds").unwrap() > 0.0);
+    assert!(value(&scrape, "kdr_backup_last_success_timestamp_seconds").unwrap() > 1.7e9);
+    let sets = store.list().await.unwrap();
+    let backups = value(&scrape, "kdr_backups_total").unwrap() as usize;
+    let pruned = value(&scrape, "kdr_pruned_sets_total").unwrap() as usize;
+    assert!(
+        sets.len() <= 3 && sets.len() >= 2,
+        "keep_last = 2 (plus at most one taken after the scrape): {sets:?}"
+    );
+    assert!(pruned >= backups - 2, "{backups} backups, {pruned} pruned");
+    assert_eq!(sets[0].total_keys, sets[1].total_keys);
+    assert!(store.list_incomplete().await.unwrap().is_empty());
+    // /healthz and /status while running were checked by the scrape loop; check the status JSON shape.
+}
+
+/// Builds the binaries once and returns their dir (target/debug).
+fn bins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "kdr-monitor", "-p", "kdr-cli"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building kdr-monitor and kdr");
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().to_owned()
+    })
+}
+
+struct Monitor {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(config: &Path, s3: Option<&S3Container>) -> Self {
+        let mut cmd = Command::new(bins().join("kdr-monitor"));
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        if let Some(s3) = s3 {
+            cmd.env("AWS_SECRET_ACCESS_KEY", s3.secret_key());
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines, log }
+    }
+
+    fn wait_line(&self, needle: &str, limit: Duration) -> String {
+        loop {
+            match self.lines.recv_timeout(limit) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => {
+                    panic!("no log line with {needle:?}; log:\n{}", self.log.lock().unwrap().join("\n"))
+                }
+            }
+        }
+    }
+
+    fn sigterm_and_wait(mut self) -> (std::process::ExitStatus, String) {
+        let ok =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok);
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        (status, self.log.lock().unwrap().join("\n"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_sigterm_mid_upload_leaves_no_listed_partial_set() {
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    // ~96 MiB of incompressible values, so the upload is still running when SIGTERM arrives.
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for i in 0..96 {
+        let value: Vec<u8> = (0..1024 * 1024)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        client.put(format!("/registry/configmaps/big/c{i}"), value, None).await.unwrap();
+    }
+    let s3 = S3Container::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[etcd]\nendpoint = \"{}\"\n[backup]\nno_bundle = true\ncompression = \"none\"\n\
+         [monitor]\nlisten = \"127.0.0.1:{}\"\nroles = [\"primary\"]\nstate_dir = \"{}\"\nshutdown_grace_s = 0\n\
+         [monitor.backup]\ninterval_s = 1\n[monitor.drill]\nenabled = false\n[monitor.self_fence]\nenabled = false\n",
+        store_toml(s3, "sigterm"),
+        etcd.endpoint(),
+        free_port(),
+        dir.path().display()
+    );
+    let cfg = dir.path().join("kdr.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let store = open_store(&parse(&text, s3));
+
+    let m = Monitor::start(&cfg, Some(s3));
+    m.wait_line("backup started", Duration::from_secs(60));
+    let (status, log) = m.sigterm_and_wait();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{log}");
+    assert!(log.contains("aborted at shutdown"), "the upload was in flight and aborted:\n{log}");
+    assert!(store.list().await.unwrap().is_empty(), "no set listed");
+    assert!(store.list_incomplete().await.unwrap().is_empty(), "its partial objects were removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_the_latch_and_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let promoted = dir.path().join("promoted");
+    let (port, dead) = (free_port(), free_port());
+    let text = format!(
+        "[detector]\ninterval_s = 1\ndead_after_s = 3\nrequire_self_probe = false\n\
+         [monitor]\nlisten = \"127.0.0.1:{port}\"\nroles = [\"standby\"]\nstate_dir = \"{}\"\n\
+         record_trace = \"{}\"\n\
+         [monitor.standby]\napi_url = \"https://127.0.0.1:{dead}/healthz\"\napi_insecure_skip_tls_verify = true\n\
+         host_tcp = \"127.0.0.1:{dead}\"\npromote_command = [\"sh\", \"-c\", \"echo $KDR_EPOCH:$0 >> {}\", \"{{epoch}}\"]\n\
+         [monitor.alerts]\nexec = [[\"sh\", \"-c\", \"echo \\\"$KDR_ALERT_KIND: $KDR_ALERT_MESSAGE\\\" >> {}\"]]\n",
+        dir.path().join("state").display(),
+        dir.path().join("trace.jsonl").display(),
+        promoted.display(),
+        dir.path().join("alerts").display(),
+    );
+    let cfg = dir.path().join("kdr.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let check = Command::new(bins().join("kdr-monitor"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let m = Monitor::start(&cfg, None);
+    m.wait_line("epoch 1 promoted", Duration::from_secs(30));
+    let pause = Command::new(bins().join("kdr"))
+        .args(["--config"])
+        .arg(&cfg)
+        .args(["pause", "--wait", "10"])
+        .output()
+        .unwrap();
+    assert!(pause.status.success(), "{}", String::from_utf8_lossy(&pause.stderr));
+    let (status, log) = m.sigterm_and_wait();
+    assert!(status.success(), "{log}");
+
+    let state = kdr_core::monitor::standby::state_store(&dir.path().join("state")).load().unwrap().unwrap();
+    assert_eq!(state.latch, Latch::Promoted { epoch: 1 });
+    assert!(state.paused);
+
+    // Restarted: still latched and paused, and the primary still dead: no second promotion.
+    let m = Monitor::start(&cfg, None);
+    m.wait_line("starts paused", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(6)); // twice dead_after
+    let status_json = http_get(port, "/status").expect("/status");
+    let st: serde_json::Value = serde_json::from_str(&status_json).unwrap();
+    assert_eq!(st["detector"]["latch"]["kind"], "promoted", "{st}");
+    assert_eq!(st["detector"]["paused"], true, "{st}");
+    let (status, log) = m.sigterm_and_wait();
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(&promoted).unwrap(),
+        "1:1\n",
+        "promoted exactly once, {{epoch}} substituted"
+    );
+    let alerts = std::fs::read_to_string(dir.path().join("alerts")).unwrap();
+    assert!(alerts.contains("promotion: epoch 1 promoted"), "{alerts}");
+    let trace = std::fs::read_to_string(dir.path().join("trace.jsonl")).unwrap();
+    assert!(trace.starts_with("{\"config\""), "{trace}");
+    kdr_core::failover::trace::Trace::parse(&trace, "recorded").expect("the recording replays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_self_fence_guard_reacts_to_a_newer_claim() {
+    let s3 = S3Container::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    for f in ["etcd.yaml", "kube-apiserver.yaml"] {
+        std::fs::write(manifests.join(f), f).unwrap();
+    }
+    let config = parse(
+        &format!(
+            "{}[monitor]\nroles = [\"primary\"]\nstate_dir = \"{}\"\n[monitor.backup]\nenabled = false\n\
+             [monitor.drill]\nenabled = false\n[monitor.self_fence]\nepoch = 0\nholder = \"master-1\"\nmanifests_dir = \"{}\"\n\
+             [monitor.alerts]\nexec = [[\"sh\", \"-c\", \"echo \\\"$KDR_ALERT_KIND\\\" >> {}\"]]\n",
+            store_toml(s3, "fence"),
+            dir.path().display(),
+            manifests.display(),
+            dir.path().join("alerts").display()
+        ),
+        s3,
+    );
+    let store = open_store(&config);
+    let shared = Arc::new(Shared::new(&config, Arc::new(SystemClock)).unwrap());
+    let primary = Primary::new(&config, shared.clone()).unwrap();
+    let claims = ClaimStore::new(store.inner().clone(), store.prefix(), "test");
+    let claim = |epoch: u64, holder: &str| Claim {
+        epoch,
+        holder: holder.into(),
+        host: format!("{holder}.lan"),
+        run_id: format!("run-{epoch}"),
+        claimed_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+        snapshot: None,
+    };
+
+    assert_eq!(primary.self_fence_check().await.unwrap(), None, "no claim: nothing happens");
+    claims.claim(&claim(0, "master-1")).await.unwrap();
+    assert_eq!(primary.self_fence_check().await.unwrap(), None, "its own epoch: nothing happens");
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 2);
+
+    claims.claim(&claim(1, "master-2")).await.unwrap();
+    let aside = primary.self_fence_check().await.unwrap().expect("fenced");
+    assert!(primary.is_fenced());
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 0, "the static pods stop");
+    assert_eq!(std::fs::read_to_string(aside.join("etcd.yaml")).unwrap(), "etcd.yaml", "moved, not deleted");
+    let status: Status = shared.status();
+    assert_eq!(status.self_fenced.as_ref().map(|s| s.0), Some(1));
+    assert_eq!(std::fs::read_to_string(dir.path().join("alerts")).unwrap(), "self_fence\n");
+    assert!(shared.encode_metrics().contains("kdr_self_fenced_total 1"));
+    // A second check with nothing left to move does not alert again.
+    assert_eq!(primary.self_fence_check().await.unwrap(), None);
+}

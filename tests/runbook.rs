@@ -1,0 +1,524 @@
+//! The promotion runbook against real components: epoch claims on a real S3 server (s3s-fs), the
+//! SSH fence and kubeadm's command sequence over a real sshd (SshNodeRemote), with recording
+//! stand-ins for kubeadm, systemctl and crictl on the node (no kube-apiserver can run here).
+//! Needs Docker and the local test images (`make test` builds them).
+use std::sync::Arc;
+use std::time::Duration;
+
+use kdr_core::Error;
+use kdr_core::clock::{Clock, SystemClock};
+use kdr_core::control_plane::{ControlPlaneInit, InitState, KubeadmInit, KubeadmSettings, NodeIdentity};
+use kdr_core::fence::{FenceTarget, Fencer, SshFencer};
+use kdr_core::remote::{NodeRemote, SshConfig, SshNodeRemote};
+use kdr_core::runbook::{Claim, ClaimOutcome, ClaimStore};
+use kdr_core::testing::containers::{S3Container, SshNodeContainer};
+
+fn remote(node: &SshNodeContainer, name: &str) -> Arc<dyn NodeRemote> {
+    let ssh = SshConfig {
+        user: node.user().to_owned(),
+        port: node.port(),
+        key_file: node.private_key_path(),
+        known_hosts: node.known_hosts_path().to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        ..SshConfig::default()
+    };
+    Arc::new(SshNodeRemote::new(ssh.target(name, node.host())).unwrap())
+}
+
+fn claim(epoch: u64, holder: &str) -> Claim {
+    Claim {
+        epoch,
+        holder: holder.into(),
+        host: format!("{holder}.lan"),
+        run_id: format!("run-of-{holder}"),
+        claimed_at: SystemClock.utc(),
+        snapshot: None,
+    }
+}
+
+fn unique_prefix(tag: &str) -> String {
+    format!("runbook-{tag}-{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    // Distinct prefixes per test on the shared server; not security relevant.
+    let t = SystemClock.utc().timestamp_nanos_opt().unwrap_or_default();
+    (t as u32) ^ std::process::id()
+}
+
+#[tokio::test]
+async fn s3_claim_taken_is_refused_and_resume_recognises_its_own() {
+    let s3 = S3Container::shared().await.unwrap();
+    let store = s3.object_store(s3.bucket()).unwrap();
+    let claims = ClaimStore::new(store.clone(), &unique_prefix("taken"), "s3://kdr");
+    assert_eq!(claims.newest().await.unwrap(), None);
+    assert_eq!(claims.claim(&claim(7, "master-2")).await.unwrap(), ClaimOutcome::Won);
+    assert_eq!(claims.claim(&claim(7, "master-2")).await.unwrap(), ClaimOutcome::AlreadyOurs);
+    let err = claims.claim(&claim(7, "master-3")).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    assert!(err.to_string().contains("epoch 7 already claimed by master-2 on master-2.lan"), "{err}");
+    // The stored claim is what the winner wrote, and is the newest.
+    let newest = claims.newest().await.unwrap().unwrap();
+    assert_eq!((newest.epoch, newest.holder.as_str()), (7, "master-2"));
+    claims.claim(&claim(8, "master-3")).await.unwrap();
+    assert_eq!(claims.newest().await.unwrap().unwrap().epoch, 8);
+}
+
+/// Eight standbys race for each of five epochs: exactly one claim succeeds, and the stored claim
+/// is the winner's.
+async fn race(store: Arc<dyn object_store::ObjectStore>, prefix: &str) {
+    for round in 0..5u64 {
+        let standbys: Vec<String> = (0..8).map(|i| format!("standby-{i}")).collect();
+        let tasks: Vec<_> = standbys
+            .iter()
+            .map(|h| {
+                let claims = ClaimStore::new(store.clone(), prefix, "race");
+                let c = claim(round, h);
+                tokio::spawn(async move { claims.claim(&c).await })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (h, t) in standbys.iter().zip(tasks) {
+            match t.await.unwrap() {
+                Ok(ClaimOutcome::Won) => won.push(h.clone()),
+                Ok(other) => panic!("{h}: unexpected {other:?}"),
+                Err(Error::Refused { reason }) => assert!(reason.contains("already claimed by"), "{reason}"),
+                Err(e) => panic!("{h}: {e}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: exactly one standby wins, got {won:?}");
+        let stored = ClaimStore::new(store.clone(), prefix, "race").get(round).await.unwrap().unwrap();
+        assert_eq!(stored.holder, won[0], "the stored claim is the winner's");
+    }
+}
+
+#[tokio::test]
+async fn file_store_concurrent_claimers_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    race(store, "prod").await;
+}
+
+/// The same race on the S3 server. s3s-fs 0.14.1 (the default test image) checks `If-None-Match:
+/// *` and then writes (s3.rs, put_object), so concurrent creates can all succeed there; AWS S3,
+/// MinIO, GCS and Azure create atomically. Run it against such a server:
+/// `KDR_TEST_S3_IMAGE=<minio image> cargo test --test runbook -- --ignored`.
+#[tokio::test]
+#[ignore = "needs an S3 server with atomic conditional writes (s3s-fs 0.14.1 is check-then-write)"]
+async fn s3_concurrent_claimers_exactly_one_wins() {
+    let s3 = S3Container::shared().await.unwrap();
+    race(s3.object_store(s3.bucket()).unwrap(), &unique_prefix("race")).await;
+}
+
+#[tokio::test]
+async fn s3_unreachable_store_is_unavailable_and_claims_nothing() {
+    let s3 = S3Container::start().await.unwrap();
+    let store = s3.object_store(s3.bucket()).unwrap();
+    let claims = ClaimStore::new(store, "p", "s3://kdr");
+    s3.stop().await.unwrap();
+    let err = claims.claim(&claim(1, "master-2")).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("failed to claim epoch 1"), "{err}");
+}
+
+#[tokio::test]
+async fn ssh_fence_moves_manifests_aside_and_stops_kubelet_on_a_real_node() {
+    let node = SshNodeContainer::start().await.unwrap();
+    node.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+    for m in ["kube-apiserver.yaml", "etcd.yaml", "kube-scheduler.yaml"] {
+        node.install_file(&format!("/etc/kubernetes/manifests/{m}"), b"apiVersion: v1\nkind: Pod\n", 0o600)
+            .await
+            .unwrap();
+    }
+    let fencer =
+        SshFencer::new(remote(&node, "master-1"), "/etc/kubernetes/manifests", Duration::from_secs(20));
+    let target = FenceTarget { name: "master-1".into(), host: node.host().into(), epoch: 4 };
+    let report = fencer.fence(&target).await.unwrap();
+    assert_eq!(report.method, "ssh");
+
+    let (_, listing, _) = node
+        .exec("ls /etc/kubernetes/manifests; echo --; ls /etc/kubernetes/manifests.kdr-fenced-epoch-4")
+        .await
+        .unwrap();
+    assert_eq!(listing, "--\netcd.yaml\nkube-apiserver.yaml\nkube-scheduler.yaml\n", "moved, not deleted");
+    let (_, content, _) =
+        node.exec("cat /etc/kubernetes/manifests.kdr-fenced-epoch-4/etcd.yaml").await.unwrap();
+    assert_eq!(content, "apiVersion: v1\nkind: Pod\n");
+    let ready = "crictl pods -q --label tier=control-plane --state ready";
+    assert_eq!(
+        node.recorded_calls().await.unwrap(),
+        ["systemctl stop kubelet", "systemctl disable kubelet", ready, ready],
+        "exact command sequence on the node"
+    );
+
+    // Idempotent: fencing again succeeds and moves nothing else.
+    fencer.fence(&target).await.unwrap();
+    // A kubelet that cannot be stopped fails the fence.
+    node.set_recorder_exit("systemctl", 5).await.unwrap();
+    let err = fencer.fence(&target).await.unwrap_err();
+    assert!(matches!(&err, Error::CommandFailed { exit_code: Some(5), .. }), "{err:?}");
+    // A node that is gone fails it too.
+    node.stop().await.unwrap();
+    assert!(fencer.fence(&target).await.is_err());
+}
+
+/// A kubeadm stand-in that records like the fixture's recorders and behaves enough like kubeadm
+/// for the sequence: `init` writes the files kubeadm writes; `token create --config /dev/stdin
+/// --print-join-command` reads the token from its stdin config (recording it root-only for the
+/// test) and prints the join command with it, as kubeadm does.
+const KUBEADM_STAND_IN: &str = r#"#!/bin/sh
+printf '%s\n' "kubeadm $*" >> /var/log/kdr-calls.log
+case "$1" in
+init)
+  mkdir -p /etc/kubernetes/manifests
+  for f in admin.conf manifests/kube-apiserver.yaml manifests/kube-controller-manager.yaml manifests/kube-scheduler.yaml manifests/etcd.yaml; do
+    echo "written by kubeadm init" > /etc/kubernetes/$f
+  done ;;
+token)
+  tok=$(sed -n 's/^- token: *//p; s/^  token: *//p' /dev/stdin | tr -d "'\"" | head -n1)
+  umask 077; echo "$tok" > /root/seen-token
+  echo "kubeadm join 192.168.30.202:6443 --token $tok --discovery-token-ca-cert-hash sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" ;;
+esac
+"#;
+
+const CLUSTER_CONFIGURATION: &str = "apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+kubernetesVersion: v1.29.15
+controlPlaneEndpoint: 192.168.30.200:6443
+etcd:
+  local:
+    dataDir: /var/lib/etcd
+networking:
+  podSubnet: 10.244.0.0/16
+";
+
+const OLD_APISERVER: &str = "apiVersion: v1
+kind: Pod
+spec:
+  containers:
+  - name: kube-apiserver
+    command:
+    - kube-apiserver
+    - --advertise-address=192.168.30.200
+    - --encryption-provider-config=/etc/kubernetes/enc/enc.yaml
+    volumeMounts:
+    - {name: enc, mountPath: /etc/kubernetes/enc, readOnly: true}
+  volumes:
+  - {name: enc, hostPath: {path: /etc/kubernetes/enc, type: DirectoryOrCreate}}
+";
+
+#[tokio::test]
+async fn kubeadm_init_command_sequence_over_ssh_with_stand_ins() {
+    let node = SshNodeContainer::start().await.unwrap();
+    node.install_recorders(&["systemctl", "kubectl", "crictl"]).await.unwrap();
+    node.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
+    let bundle = "/var/lib/kdr/promotion/bundle/etc/kubernetes";
+    node.install_file(&format!("{bundle}/kubeadm-config.yaml"), CLUSTER_CONFIGURATION.as_bytes(), 0o600)
+        .await
+        .unwrap();
+    node.install_file(&format!("{bundle}/manifests/kube-apiserver.yaml"), OLD_APISERVER.as_bytes(), 0o600)
+        .await
+        .unwrap();
+
+    let this = NodeIdentity { name: "master-2".into(), address: "192.168.30.202".into() };
+    let old = NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() };
+    let init = KubeadmInit::new(KubeadmSettings::default(), this, old, remote(&node, "master-2"));
+
+    let plan = init.plan().await.unwrap();
+    assert_eq!(plan.endpoint, "192.168.30.202:6443");
+    assert!(plan.notes.iter().any(|n| n.contains("encryption-provider-config")), "{:?}", plan.notes);
+    assert!(node.recorded_calls().await.unwrap().is_empty(), "planning runs nothing recorded");
+    let (code, _, _) = node.exec("test -e /etc/kubernetes/kdr-kubeadm-init.yaml").await.unwrap();
+    assert_ne!(code, 0, "planning writes nothing");
+
+    assert_eq!(init.state().await.unwrap(), InitState::NotInitialized);
+    let report = init.init().await.unwrap();
+    assert_eq!(report.endpoint, "192.168.30.202:6443");
+    assert_eq!(init.state().await.unwrap(), InitState::Initialized);
+    let join = init.join_command().await.unwrap();
+
+    assert_eq!(
+        node.recorded_calls().await.unwrap(),
+        [
+            "kubeadm init --config /etc/kubernetes/kdr-kubeadm-init.yaml --ignore-preflight-errors=DirAvailable--var-lib-etcd",
+            "kubeadm token create --config /dev/stdin --print-join-command",
+        ]
+    );
+    // The derived configuration on the node, root-only.
+    let (_, mode, _) = node.exec("stat -c %a /etc/kubernetes/kdr-kubeadm-init.yaml").await.unwrap();
+    assert_eq!(mode.trim(), "600");
+    let (_, rendered, _) = node.exec("cat /etc/kubernetes/kdr-kubeadm-init.yaml").await.unwrap();
+    for expected in [
+        "advertiseAddress: 192.168.30.202",
+        "name: master-2",
+        "controlPlaneEndpoint: 192.168.30.202:6443",
+        "encryption-provider-config: /etc/kubernetes/enc/enc.yaml",
+        "kubernetesVersion: v1.29.15",
+    ] {
+        assert!(rendered.contains(expected), "rendered config lacks {expected:?}:\n{rendered}");
+    }
+    // The admin kubeconfig was installed 0600.
+    let (_, mode, _) = node.exec("stat -c %a /root/.kube/config").await.unwrap();
+    assert_eq!(mode.trim(), "600");
+    // The token kubeadm received on stdin is the one in the join command, and it never was on a
+    // command line (the recorded argv above has none).
+    let (_, seen, _) = node.exec("cat /root/seen-token").await.unwrap();
+    let seen = seen.trim();
+    assert_eq!(seen.len(), 23, "{seen:?}");
+    assert!(join.join_configuration("kubeadm.k8s.io/v1beta3", "worker-1").contains(seen));
+    assert!(!format!("{join:?}").contains(&seen[7..]), "the secret half is redacted");
+    assert_eq!(join.api_server(), "192.168.30.202:6443");
+
+    // Run again on an initialised node: refused, nothing run.
+    let before = node.recorded_calls().await.unwrap().len();
+    assert!(matches!(init.init().await, Err(Error::Refused { .. })));
+    assert_eq!(node.recorded_calls().await.unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn kubeadm_init_failure_is_a_command_error_naming_the_node() {
+    let node = SshNodeContainer::start().await.unwrap();
+    node.install_recorders(&["kubeadm"]).await.unwrap();
+    node.set_recorder_exit("kubeadm", 1).await.unwrap();
+    let bundle = "/var/lib/kdr/promotion/bundle/etc/kubernetes";
+    node.install_file(&format!("{bundle}/kubeadm-config.yaml"), CLUSTER_CONFIGURATION.as_bytes(), 0o600)
+        .await
+        .unwrap();
+    let this = NodeIdentity { name: "master-2".into(), address: "192.168.30.202".into() };
+    let old = NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() };
+    let init = KubeadmInit::new(KubeadmSettings::default(), this, old, remote(&node, "master-2"));
+    match init.init().await.unwrap_err() {
+        Error::CommandFailed { host, command, exit_code, .. } => {
+            assert_eq!(host, "master-2");
+            assert!(command.starts_with("kubeadm init --config"), "{command}");
+            assert_eq!(exit_code, Some(1));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- the whole runbook against real etcd, S3 and sshd nodes ---------------------------------
+
+mod common;
+
+/// kubectl on the new control plane: records like the fixture's recorders and answers the
+/// post-checks and readiness questions from files the test writes (no API server can run here).
+const KUBECTL_STAND_IN: &str = r#"#!/bin/sh
+printf '%s\n' "kubectl $*" >> /var/log/kdr-calls.log
+case "$*" in
+  *"get nodes -o json"*) cat /etc/kdr-fake/nodes.json ;;
+  *"get pods -A -o json"*) cat /etc/kdr-fake/pods.json ;;
+  *"apply -f -"*) cat > /etc/kdr-fake/applied.json ;;
+  *"jsonpath={.status.phase}"*) printf Running ;;
+  *"member list -w json"*) cat /etc/kdr-fake/members.json ;;
+esac
+exit 0
+"#;
+
+#[tokio::test]
+async fn full_promotion_on_real_etcd_s3_and_sshd_nodes_then_refuses_the_same_epoch() {
+    use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
+    use kdr_core::runbook::{
+        FlowRestore, HookSpec, HooksSettings, KubectlPostChecks, ParallelWorkerRecovery, PostCheckSettings,
+        PromotionSettings, Runbook, RunbookParts, StepKind,
+    };
+    use kdr_core::snapshot::ObjectStoreSnapshotStore;
+    use kdr_core::testing::containers::{EtcdContainer, EtcdVersion};
+    use kdr_core::workers::{KubectlReadiness, WorkerRecoveryConfig, WorkerTarget};
+
+    let etcd_bin = std::path::PathBuf::from(
+        std::env::var_os("KDR_ETCD_3_5_DIR").expect("KDR_ETCD_3_5_DIR: run `make test` or `. .tools/env`"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A real backup of a real etcd, with a kubeadm-like bundle, in the real S3 store.
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    for k in ["/registry/pods/default/web-1", "/registry/pods/default/web-2", "/registry/nodes/worker-1"] {
+        client.put(k, "v", None).await.unwrap();
+    }
+    let src = tmp.path().join("src");
+    common::backup::kubeadm_like_files(&src);
+    let s3 = S3Container::shared().await.unwrap();
+    let prefix = unique_prefix("e2e");
+    let objects = s3.object_store(s3.bucket()).unwrap();
+    let store =
+        Arc::new(ObjectStoreSnapshotStore::new(objects.clone(), &prefix, format!("s3://kdr/{prefix}")));
+    let manifest = common::backup::back_up(
+        &etcd,
+        store.as_ref(),
+        common::backup::BackupRequest { bundle_root: Some(src), ..Default::default() },
+    )
+    .await;
+
+    // The nodes: the standby being promoted, the old primary, two workers.
+    let (cp, old, w1, w2) = tokio::try_join!(
+        SshNodeContainer::start(),
+        SshNodeContainer::start(),
+        SshNodeContainer::start(),
+        SshNodeContainer::start()
+    )
+    .unwrap();
+    cp.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+    cp.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
+    cp.install_file("/usr/local/bin/kubectl", KUBECTL_STAND_IN.as_bytes(), 0o755).await.unwrap();
+    cp.install_file("/etc/kdr/kubeadm-init.yaml", CLUSTER_CONFIGURATION.as_bytes(), 0o600).await.unwrap();
+    let ready = |n: &str| {
+        format!(
+            r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        )
+    };
+    let nodes = format!(r#"{{"items":[{},{},{}]}}"#, ready("master-2"), ready("worker-1"), ready("worker-2"));
+    cp.install_file("/etc/kdr-fake/nodes.json", nodes.as_bytes(), 0o644).await.unwrap();
+    cp.install_file("/etc/kdr-fake/pods.json", br#"{"items":[{},{},{}]}"#, 0o644).await.unwrap();
+    let members = br#"{"members":[{"ID":10501334649042878790,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]}]}"#;
+    cp.install_file("/etc/kdr-fake/members.json", members, 0o644).await.unwrap();
+    old.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+    old.install_file("/etc/kubernetes/manifests/kube-apiserver.yaml", b"old\n", 0o600).await.unwrap();
+    for w in [&w1, &w2] {
+        w.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+        w.set_recorder_output("systemctl", "active\n").await.unwrap();
+        let kubelet_conf = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://192.168.30.200:6443\n  name: kubernetes\n";
+        w.install_file("/etc/kubernetes/kubelet.conf", kubelet_conf.as_bytes(), 0o600).await.unwrap();
+    }
+
+    let settings = PromotionSettings {
+        node_name: "master-2".into(),
+        advertise_address: "192.168.30.202".into(),
+        old_primary_name: "master-1".into(),
+        old_primary_address: "192.168.30.200".into(),
+        state_dir: tmp.path().join("state"),
+        bundle_dir: tmp.path().join("staged-bundle"),
+        checks: PostCheckSettings {
+            timeout: Duration::from_secs(20),
+            poll_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let hook_out = tmp.path().join("post-hook.env");
+    let hooks = HooksSettings {
+        pre: vec![],
+        post: vec![HookSpec::exec(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo \"$KDR_EPOCH $KDR_ENDPOINT $KDR_SNAPSHOT\" > {}", hook_out.display()),
+        ])],
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let root = tmp.path().join("root");
+    let data_dir = root.join("var/lib/etcd");
+    let member = RestoreSpec::new("master-2", "https://192.168.30.202:2380", &data_dir);
+    let restorer =
+        EtcdutlRestorer::new().with_etcdutl(etcd_bin.join("etcdutl")).with_etcdctl(etcd_bin.join("etcdctl"));
+    let restore = FlowRestore::new(
+        store.clone(),
+        Arc::new(restorer),
+        clock.clone(),
+        member,
+        "test",
+        kdr_core::runbook::PromotionMode::NewHost,
+        &root,
+        &settings.bundle_dir,
+        &settings.state_dir,
+        None,
+    );
+    let kubeadm =
+        KubeadmSettings { config_file: Some("/etc/kdr/kubeadm-init.yaml".into()), ..Default::default() };
+    let this = settings.this_node();
+    let cp_remote = remote(&cp, "master-2");
+    let workers = ParallelWorkerRecovery::new(
+        vec![
+            WorkerTarget { name: "worker-1".into(), remote: remote(&w1, "worker-1") },
+            WorkerTarget { name: "worker-2".into(), remote: remote(&w2, "worker-2") },
+        ],
+        WorkerRecoveryConfig { poll_interval: Duration::from_millis(200), ..Default::default() },
+        Arc::new(KubectlReadiness::remote(cp_remote.clone(), "kubectl", "/etc/kubernetes/admin.conf")),
+        clock.clone(),
+    );
+    let runbook = Runbook::new(RunbookParts {
+        settings: settings.clone(),
+        hooks,
+        claims: ClaimStore::new(objects.clone(), &prefix, format!("s3://kdr/{prefix}")),
+        snapshots: store.clone(),
+        fencer: Arc::new(SshFencer::new(
+            remote(&old, "master-1"),
+            "/etc/kubernetes/manifests",
+            Duration::from_secs(20),
+        )),
+        restore: Arc::new(restore),
+        control_plane: Arc::new(KubeadmInit::new(kubeadm, this, settings.old_primary(), cp_remote.clone())),
+        workers: Arc::new(workers),
+        checks: Arc::new(KubectlPostChecks::new(cp_remote.clone(), settings.checks.clone())),
+        clock: clock.clone(),
+    })
+    .unwrap();
+
+    // Dry run: the whole plan, nothing touched anywhere.
+    let plan = runbook.plan(None).await.unwrap();
+    let text = plan.to_string();
+    for expected in [
+        manifest.id.as_str(),
+        "on master-1 (192.168.30.200): systemctl stop kubelet",
+        "kubeadm init --config /etc/kdr/kubeadm-init.yaml",
+        "worker-2",
+    ] {
+        assert!(text.contains(expected), "plan lacks {expected:?}:\n{text}");
+    }
+    for n in [&cp, &old, &w1, &w2] {
+        assert!(n.recorded_calls().await.unwrap().is_empty(), "the dry run ran something on a node");
+    }
+    assert!(!settings.state_dir.exists() && !data_dir.exists() && !settings.bundle_dir.exists());
+    assert_eq!(ClaimStore::new(objects.clone(), &prefix, "s3").newest().await.unwrap(), None, "no claim");
+
+    // The promotion.
+    let report = runbook.run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(report.epoch, 1);
+    assert_eq!(report.snapshot, manifest.id.as_str());
+    assert!(report.checks.iter().all(|c| c.ok), "{report}");
+    assert_eq!(report.workers.len(), 2);
+
+    // Claimed in S3; the old primary fenced; etcd and the cluster identity restored, the
+    // host-specific files not; the whole bundle staged; kubeadm init run; workers rewired.
+    let claim = ClaimStore::new(objects.clone(), &prefix, "s3").get(1).await.unwrap().unwrap();
+    assert_eq!(claim.holder, "master-2");
+    let (_, moved, _) = old.exec("ls /etc/kubernetes/manifests.kdr-fenced-epoch-1").await.unwrap();
+    assert_eq!(moved, "kube-apiserver.yaml\n");
+    assert!(data_dir.join("member/snap/db").is_file(), "etcd data restored");
+    assert!(root.join("etc/kubernetes/pki/ca.key").is_file(), "the CA is restored");
+    assert!(
+        !root.join("etc/kubernetes/pki/apiserver.crt").exists(),
+        "leaf certs are kubeadm's to regenerate"
+    );
+    assert!(settings.bundle_dir.join("etc/kubernetes/kubeadm-config.yaml").is_file(), "bundle staged");
+    let cp_calls = cp.recorded_calls().await.unwrap();
+    assert_eq!(
+        cp_calls[0],
+        "kubeadm init --config /etc/kdr/kubeadm-init.yaml --ignore-preflight-errors=DirAvailable--var-lib-etcd"
+    );
+    assert!(
+        cp_calls.iter().any(|c| c
+            == "kubectl --kubeconfig /etc/kubernetes/admin.conf delete node master-1 --ignore-not-found")
+    );
+    for w in [&w1, &w2] {
+        let (_, conf, _) = w.exec("grep server: /etc/kubernetes/kubelet.conf").await.unwrap();
+        assert_eq!(conf.trim(), "server: https://192.168.30.202:6443");
+        assert!(w.recorded_calls().await.unwrap().contains(&"systemctl restart kubelet".to_owned()));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&hook_out).unwrap(),
+        format!("1 192.168.30.202:6443 {}\n", manifest.id)
+    );
+    let journal =
+        kdr_core::runbook::Journal::load(&kdr_core::runbook::Journal::path_for(&settings.state_dir, 1))
+            .unwrap();
+    assert!(journal.is_complete());
+    assert!(StepKind::ALL.iter().all(|s| journal.record(*s).unwrap().attempts == 1));
+
+    // The same epoch again: refused, nothing run.
+    let before = cp.recorded_calls().await.unwrap().len();
+    let err = runbook.run(Some(1)).await.unwrap_err();
+    assert!(err.to_string().contains("epoch 1 was already promoted"), "{err}");
+    assert_eq!(cp.recorded_calls().await.unwrap().len(), before);
+}
