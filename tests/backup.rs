@@ -559,3 +559,44 @@ async fn store_dying_mid_upload_fails_and_commits_nothing() {
     }
     assert!(!found.iter().any(|f| f == "manifest.json" || f.starts_with("etcd.db")), "{found:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_inventory_skip_scan_matches_a_full_listing_on_3_5_and_3_4() {
+    use kdr_core::backup::etcd_source::{EtcdSource, resource_of};
+    for version in [EtcdVersion::V3_5_16, EtcdVersion::V3_4_23] {
+        let etcd = EtcdContainer::start(version).await.unwrap();
+        let mut client = etcd.client().await.unwrap();
+        let keys = [
+            "compact_rev_key",
+            "/registry",
+            "/registry/",
+            "/registry//odd",
+            "/registry/health",
+            "/registry/pods",
+            "/registry/pods-x/ns/a",
+            "/registry/pods.y/ns/a",
+            "/registry/pods/ns/a",
+            "/registry/pods/ns/b",
+            "/registry/pods0/ns/a",
+            "/registry/apiregistration.k8s.io/apiservices/v1.",
+            "/registry0",
+            "/zzz",
+        ];
+        for k in keys {
+            client.put(k, "v", None).await.unwrap();
+        }
+        let source = EtcdSource::connect(&EtcdSourceOptions::new(etcd.endpoint())).await.unwrap();
+        let status = source.status().await.unwrap();
+        // Written after the revision: must not be counted.
+        client.put("/registry/pods/ns/late", "v", None).await.unwrap();
+        client.delete("/registry/pods/ns/a", None).await.unwrap();
+        let inv = source.key_inventory(status.revision).await.unwrap();
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for k in keys {
+            *expected.entry(resource_of(k.as_bytes())).or_default() += 1;
+        }
+        assert_eq!(inv.by_resource, expected, "etcd {version:?}");
+        assert_eq!(inv.total, keys.len() as u64);
+        assert_eq!(inv.revision, status.revision);
+    }
+}

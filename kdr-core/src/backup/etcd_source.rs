@@ -51,9 +51,6 @@ pub struct EtcdSourceOptions {
     /// Limit for connecting and for each unary request (default 10 s). The snapshot stream has
     /// no overall limit (it can take minutes); a dead member is noticed by keep-alives.
     pub request_timeout: Duration,
-    /// Keys per page of the inventory's keys-only ranges (default 5000, well under gRPC's 4 MB
-    /// message limit for Kubernetes-sized keys).
-    pub page_size: i64,
 }
 
 impl EtcdSourceOptions {
@@ -63,7 +60,6 @@ impl EtcdSourceOptions {
             endpoint: endpoint.into(),
             tls: EtcdTlsFiles::default(),
             request_timeout: Duration::from_secs(10),
-            page_size: 5000,
         }
     }
 }
@@ -284,28 +280,57 @@ impl EtcdSource {
         })
     }
 
-    /// Counts keys per `/registry/<resource>/` prefix at `revision`, with paged keys-only ranges.
+    /// Counts keys per `/registry/<resource>/` prefix at `revision`.
+    ///
+    /// etcd reads every value from its backend even for a keys-only range, so paging through all
+    /// keys would read the whole db a second time. Instead this skip-scans: one keys-only,
+    /// limit-1 range finds the next resource, and a count-only range (answered from etcd's
+    /// in-memory index, no backend reads) counts its keys; then it jumps past that prefix. Two
+    /// small requests per resource, whatever the db size.
     pub async fn key_inventory(&self, revision: i64) -> Result<KeyInventory> {
+        const REGISTRY: &[u8] = b"/registry/";
+        const REGISTRY_END: &[u8] = b"/registry0"; // '/' + 1
         let mut kv = self.client.kv_client();
         let mut inv = KeyInventory { revision, ..Default::default() };
-        let mut start: Vec<u8> = vec![0];
+        let add = |inv: &mut KeyInventory, resource: &str, n: u64| {
+            if n > 0 {
+                *inv.by_resource.entry(resource.to_owned()).or_default() += n;
+                inv.total += n;
+            }
+        };
+        // Keys before and after /registry/ are `other`.
+        for (start, end) in [(vec![0u8], REGISTRY.to_vec()), (REGISTRY_END.to_vec(), vec![0u8])] {
+            let opts = GetOptions::new().with_range(end).with_count_only().with_revision(revision);
+            let resp = self.unary("counting keys", kv.get(start, Some(opts))).await?;
+            add(&mut inv, "other", resp.count().max(0) as u64);
+        }
+        let mut start = REGISTRY.to_vec();
         loop {
             let opts = GetOptions::new()
-                .with_from_key()
+                .with_range(REGISTRY_END)
                 .with_keys_only()
-                .with_limit(self.opts.page_size)
+                .with_limit(1)
                 .with_revision(revision);
             let resp = self.unary("reading the key inventory", kv.get(start.clone(), Some(opts))).await?;
-            let kvs = resp.kvs();
-            for kv in kvs {
-                inv.count_key(kv.key());
-            }
-            match kvs.last() {
-                Some(last) if resp.more() => {
-                    start = last.key().to_vec();
+            let Some(first) = resp.kvs().first() else { break };
+            let key = first.key().to_vec();
+            let rest = &key[REGISTRY.len()..];
+            match rest.iter().position(|&b| b == b'/') {
+                Some(pos) if pos > 0 => {
+                    let prefix = key[..REGISTRY.len() + pos + 1].to_vec();
+                    let mut end = prefix.clone();
+                    *end.last_mut().expect("prefix ends with '/'") += 1;
+                    let opts =
+                        GetOptions::new().with_range(end.clone()).with_count_only().with_revision(revision);
+                    let resp = self.unary("counting keys", kv.get(prefix, Some(opts))).await?;
+                    add(&mut inv, &String::from_utf8_lossy(&rest[..pos]), resp.count().max(0) as u64);
+                    start = end;
+                }
+                _ => {
+                    add(&mut inv, "other", 1);
+                    start = key;
                     start.push(0);
                 }
-                _ => break,
             }
         }
         Ok(inv)

@@ -131,10 +131,9 @@ pub async fn backup(
         let p = progress.clone();
         let stream = snap
             .stream
-            .inspect(move |c| {
-                if let Ok(c) = c {
-                    p.advance(c.len() as u64);
-                }
+            .inspect(move |c| match c {
+                Ok(c) => p.advance(c.len() as u64),
+                Err(e) => tracing::debug!(error = %e, "snapshot stream failed"),
             })
             .boxed();
         // The source hashes the raw stream (it must, to check etcd's trailer): no second pass.
@@ -142,6 +141,7 @@ pub async fn backup(
         let enc = codec::encode(stream, &enc_opts);
         let name = opts.encode.object_name(ObjectKind::EtcdSnapshot);
         let stored = store.put_object(&id, &name, enc.stream).await;
+        tracing::debug!(%id, "snapshot object stored");
         progress.finish();
         let stored = stored?;
         enc.raw.digest().await?;

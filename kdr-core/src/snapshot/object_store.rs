@@ -342,6 +342,7 @@ impl ObjectStoreSnapshotStore {
                 }
             }
         }
+        tracing::debug!(%what, bytes = *size, "input ended; completing the multipart upload");
         writer.finish().await.map_err(|e| self.map_err(&format!("completing the upload of {what}"), e))?;
         Ok(())
     }
