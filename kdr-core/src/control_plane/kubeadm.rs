@@ -894,6 +894,31 @@ impl ControlPlaneInit for KubeadmInit {
                 notes: vec![],
             });
         }
+        if self.settings.config_file.is_none()
+            && self.read(&self.settings.cluster_configuration).await?.is_none()
+        {
+            // A fresh standby: the restore step has not staged the bundle yet. Show what will
+            // happen; the derivation itself is shown by a dry run after the restore.
+            let path = self.settings.rendered_config.to_string_lossy().into_owned();
+            return Ok(InitPlan {
+                config_source: format!(
+                    "to be derived from {} once the restore step stages the bundle",
+                    self.settings.cluster_configuration.display()
+                ),
+                endpoint: format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                commands: vec![
+                    format!("{}  (stdin: the derived configuration)", self.write_command(&path)),
+                    self.init_command(&path),
+                    self.admin_command(),
+                    format!("{}  (stdin: a fresh bootstrap token, never shown)", self.token_command()),
+                ],
+                notes: vec![format!(
+                    "the backed-up ClusterConfiguration is not staged yet ({} is absent): the endpoint shown assumes \
+                     controlPlaneEndpoint names the old primary (kubeadm.control_plane_endpoint = \"auto\")",
+                    self.settings.cluster_configuration.display()
+                )],
+            });
+        }
         let (path, derived) = self.config().await?;
         let mut commands = Vec::new();
         let (source, endpoint, notes) = match derived {
@@ -1349,10 +1374,15 @@ apiServer:
     }
 
     #[tokio::test]
-    async fn missing_bundle_configuration_is_a_config_error_naming_the_key() {
+    async fn unstaged_bundle_plans_ahead_but_init_is_a_config_error_naming_the_key() {
         let fake = Arc::new(RecordingNodeRemote::new("master-2"));
         fake.respond("kubeadm-config.yaml", Reply::exit(ABSENT, "", ""));
-        let err = init_with(fake).plan().await.unwrap_err();
+        let init = init_with(fake.clone());
+        let plan = init.plan().await.unwrap();
+        assert!(plan.config_source.contains("once the restore step stages the bundle"), "{plan:?}");
+        assert!(plan.commands.iter().any(|c| c.starts_with("kubeadm init --config")));
+        assert!(fake.commands().iter().all(|c| !c.starts_with("kubeadm ")), "planning runs nothing");
+        let err = init.init().await.unwrap_err();
         assert!(matches!(&err, Error::Config { key, .. } if key == "kubeadm.cluster_configuration"), "{err}");
     }
 
