@@ -15,13 +15,16 @@
 //! | [`backup`] | (entry point [`backup::backup`]) | one-pass etcd snapshot + bundle + manifest pipeline |
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
 //! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
-//! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
-//! | [`remote`] | `NodeRemote` | `SshNodeRemote` |
+//! | [`control_plane`] | [`control_plane::ControlPlaneInit`] | [`control_plane::KubeadmInit`] (kubeadm init with a configuration derived from the backed-up ClusterConfiguration) |
+//! | [`fence`] | [`fence::Fencer`] | [`fence::ExecFencer`] (IPMI/cloud hook), [`fence::SshFencer`]; [`fence::NoFence`] only by a loud opt-in |
+//! | [`remote`] | `NodeRemote` | `SshNodeRemote`, [`remote::LocalNodeRemote`] |
 //! | [`health`] | `HealthProbe` | API server, TCP, ICMP, witness and self probes |
 //! | [`failover`] | `DetectorPolicy` | `FailoverDetector`, a pure state machine, and the seed's rule |
 //!
 //! [`restore`] is the verified restore flow (download, verify, restore beside the target, swap, bundle)
-//! and restore drills; it composes the traits above.
+//! and restore drills; it composes the traits above. [`runbook`] is the promotion runbook
+//! (`kdr failover`): claim the epoch in the store, hooks, fence, restore, control-plane init,
+//! workers, post-checks, as journaled steps that resume after a crash.
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock.
