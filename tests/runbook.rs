@@ -322,6 +322,7 @@ case "$*" in
   *"apply -f -"*) cat > /etc/kdr-fake/applied.json ;;
   *"jsonpath={.status.phase}"*) printf Running ;;
   *"member list -w json"*) cat /etc/kdr-fake/members.json ;;
+  *"configmap cluster-info"*|*"configmap kube-proxy"*) printf '    server: https://192.168.30.202:6443\n' ;;
 esac
 exit 0
 "#;
@@ -380,7 +381,8 @@ impl E2e {
         cp.install_recorders(&["systemctl", "crictl"]).await.unwrap();
         cp.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
         cp.install_file("/usr/local/bin/kubectl", KUBECTL_STAND_IN.as_bytes(), 0o755).await.unwrap();
-        cp.install_file("/etc/kdr/kubeadm-init.yaml", CLUSTER_CONFIGURATION.as_bytes(), 0o600).await.unwrap();
+        let operator_config = CLUSTER_CONFIGURATION.replace("192.168.30.200:6443", "192.168.30.202:6443");
+        cp.install_file("/etc/kdr/kubeadm-init.yaml", operator_config.as_bytes(), 0o600).await.unwrap();
         let ready = |n: &str| {
             format!(
                 r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#

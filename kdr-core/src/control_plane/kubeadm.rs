@@ -702,6 +702,16 @@ pub fn derive_kubeadm_config(input: &DeriveInput<'_>) -> Result<DerivedConfig> {
     Ok(DerivedConfig { yaml, api_version, endpoint, notes })
 }
 
+/// The `controlPlaneEndpoint` of the ClusterConfiguration in `yaml` (kubeadm config documents),
+/// if set. Workers and the cluster's kubeconfigs use it instead of the node's own address.
+pub fn control_plane_endpoint_of(yaml: &str) -> Option<String> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .filter_map(|d| Value::deserialize(d).ok())
+        .find(|d| d.get("kind").and_then(Value::as_str) == Some("ClusterConfiguration"))
+        .and_then(|d| d.get("controlPlaneEndpoint").and_then(Value::as_str).map(str::to_owned))
+        .filter(|e| !e.is_empty())
+}
+
 /// [`ControlPlaneInit`] with kubeadm. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct KubeadmInit {
@@ -731,6 +741,15 @@ impl KubeadmInit {
     pub fn same_host(mut self, same_host: bool) -> Self {
         self.same_host = same_host;
         self
+    }
+
+    /// The endpoint a configuration file on the node sets, else this node's address and port.
+    async fn endpoint_in(&self, file: &std::path::Path) -> String {
+        let own = format!("{}:{}", self.this_node.address, self.settings.bind_port);
+        match self.read(file).await {
+            Ok(Some(text)) => control_plane_endpoint_of(&text).unwrap_or(own),
+            _ => own,
+        }
     }
 
     fn cmd(&self, c: impl Into<String>) -> RemoteCommand {
@@ -885,7 +904,7 @@ impl ControlPlaneInit for KubeadmInit {
         if self.same_host {
             return Ok(InitPlan {
                 config_source: "the restored static pod manifests (same-host restore)".into(),
-                endpoint: format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                endpoint: self.endpoint_in(&self.settings.cluster_configuration).await,
                 commands: vec![
                     self.restart_command().into(),
                     format!("{} (polled until it succeeds)", self.readyz_command()),
@@ -932,7 +951,7 @@ impl ControlPlaneInit for KubeadmInit {
             }
             None => (
                 format!("the operator's file {path}, as it is"),
-                format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                self.endpoint_in(std::path::Path::new(&path)).await,
                 vec![],
             ),
         };
@@ -972,7 +991,7 @@ impl ControlPlaneInit for KubeadmInit {
             commands.push(admin.command);
             return Ok(InitReport {
                 config_path: None,
-                endpoint: format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                endpoint: self.endpoint_in(&self.settings.cluster_configuration).await,
                 admin_kubeconfig: self.settings.admin_kubeconfig.to_string_lossy().into_owned(),
                 commands,
                 notes: vec![],
@@ -990,7 +1009,10 @@ impl ControlPlaneInit for KubeadmInit {
         }
         let (path, derived) = self.config().await?;
         let mut notes = Vec::new();
-        let mut endpoint = format!("{}:{}", self.this_node.address, self.settings.bind_port);
+        let mut endpoint = match &derived {
+            None => self.endpoint_in(std::path::Path::new(&path)).await,
+            Some(_) => String::new(),
+        };
         if let Some(d) = derived {
             let w = self.cmd(self.write_command(&path));
             self.remote.run_with_stdin(&w, d.yaml.as_bytes()).await?.check(self.host(), &w)?;
@@ -1295,6 +1317,16 @@ apiServer:
         );
         assert!(run(": : :\n  - [").contains("kubeadm.cluster_configuration"));
         assert!(EndpointPolicy::parse("two words").is_err());
+    }
+
+    #[test]
+    fn endpoint_of_a_configuration() {
+        assert_eq!(control_plane_endpoint_of(CLUSTER_V1BETA3).as_deref(), Some("192.168.30.200:6443"));
+        assert_eq!(
+            control_plane_endpoint_of("kind: ClusterConfiguration\ncontrolPlaneEndpoint: \"\"\n"),
+            None
+        );
+        assert_eq!(control_plane_endpoint_of("kind: InitConfiguration\n"), None);
     }
 
     #[test]

@@ -478,7 +478,7 @@ impl Runbook {
         let cp = self.parts.control_plane.plan().await?;
         notes.extend(cp.notes.iter().cloned());
         let endpoint = if cp.endpoint.is_empty() { self.default_endpoint() } else { cp.endpoint.clone() };
-        let ctx = self.check_context(r.epoch, &manifest, &[]);
+        let ctx = self.check_context(r.epoch, &manifest, Some(endpoint.clone()), &[]);
         let hook_lines = |hooks: &[HookSpec]| -> Vec<String> {
             if hooks.is_empty() {
                 vec!["(no hooks configured)".into()]
@@ -564,12 +564,19 @@ impl Runbook {
         })
     }
 
-    fn check_context(&self, epoch: u64, manifest: &Manifest, failed_workers: &[String]) -> CheckContext {
+    fn check_context(
+        &self,
+        epoch: u64,
+        manifest: &Manifest,
+        endpoint: Option<String>,
+        failed_workers: &[String],
+    ) -> CheckContext {
         CheckContext {
             epoch,
             this_node: self.settings().this_node(),
             old_primary: self.settings().old_primary(),
             expected_pods: expected_pods(manifest),
+            endpoint,
             failed_workers: failed_workers.to_vec(),
         }
     }
@@ -776,7 +783,7 @@ impl Runbook {
             StepKind::Workers => unreachable!("handled by workers_step"),
             StepKind::PostChecks => {
                 let failed: Vec<String> = report.failed_workers().into_iter().map(str::to_owned).collect();
-                let ctx = self.check_context(epoch, manifest, &failed);
+                let ctx = self.check_context(epoch, manifest, endpoint, &failed);
                 let results = self.parts.checks.run(&ctx).await?;
                 let bad: Vec<&str> = results.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
                 if !bad.is_empty() {
