@@ -364,9 +364,16 @@ impl Runbook {
     async fn resolve(&self, requested: Option<u64>) -> Result<Resolved> {
         let dir = &self.settings().state_dir;
         let journals = Journal::list(dir)?;
-        let unfinished: Vec<&Journal> = journals.iter().filter(|j| !j.is_complete()).collect();
+        let unfinished: Vec<&Journal> =
+            journals.iter().filter(|j| !j.is_complete() && !j.is_abandoned()).collect();
         if let Some(n) = requested {
             if let Some(j) = journals.iter().find(|j| j.data().epoch == n) {
+                if let Some(why) = &j.data().abandoned {
+                    return Err(Error::refused(format!(
+                        "epoch {n} was given up by this standby ({why}); journal {}",
+                        j.path().display()
+                    )));
+                }
                 if j.is_complete() {
                     return Err(Error::refused(format!(
                         "epoch {n} was already promoted (journal {} completed at {}); a promotion runs once per epoch",
@@ -664,6 +671,11 @@ impl Runbook {
                 Err(StepFailure { error, partial }) => {
                     let msg = error.to_string();
                     journal.fail(step, clock.utc(), &msg, partial.clone())?;
+                    if step == StepKind::Claim && matches!(error, Error::Refused { .. }) {
+                        // Another standby owns this epoch: never resume this journal.
+                        journal.abandon(&msg)?;
+                        return Err(error);
+                    }
                     tracing::error!(epoch, step = step.name(), error = %msg, "step failed");
                     if step == StepKind::Workers && partial.is_some() {
                         // The control plane is up: carry on with the checks and hooks, and end
