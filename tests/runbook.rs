@@ -173,7 +173,9 @@ init)
   mkdir -p /etc/kubernetes/manifests
   for f in admin.conf manifests/kube-apiserver.yaml manifests/kube-controller-manager.yaml manifests/kube-scheduler.yaml manifests/etcd.yaml; do
     echo "written by kubeadm init" > /etc/kubernetes/$f
-  done ;;
+  done
+  touch /etc/kdr-fake/in-init 2>/dev/null
+  while [ -e /etc/kdr-fake/hang-init ]; do sleep 0.1; done ;;
 token)
   tok=$(sed -n 's/^- token: *//p; s/^  token: *//p' /dev/stdin | tr -d "'\"" | head -n1)
   umask 077; echo "$tok" > /root/seen-token
@@ -301,6 +303,15 @@ async fn kubeadm_init_failure_is_a_command_error_naming_the_node() {
 
 mod common;
 
+use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
+use kdr_core::runbook::{
+    FlowRestore, HookSpec, HooksSettings, Journal, KubectlPostChecks, ParallelWorkerRecovery,
+    PostCheckSettings, PromotionMode, PromotionSettings, Runbook, RunbookParts, StepKind, StepStatus,
+};
+use kdr_core::snapshot::{Manifest, ObjectStoreSnapshotStore};
+use kdr_core::testing::containers::{EtcdContainer, EtcdVersion};
+use kdr_core::workers::{KubectlReadiness, WorkerRecoveryConfig, WorkerTarget};
+
 /// kubectl on the new control plane: records like the fixture's recorders and answers the
 /// post-checks and readiness questions from files the test writes (no API server can run here).
 const KUBECTL_STAND_IN: &str = r#"#!/bin/sh
@@ -311,214 +322,321 @@ case "$*" in
   *"apply -f -"*) cat > /etc/kdr-fake/applied.json ;;
   *"jsonpath={.status.phase}"*) printf Running ;;
   *"member list -w json"*) cat /etc/kdr-fake/members.json ;;
+  *"configmap cluster-info"*|*"configmap kube-proxy"*) printf '    server: https://192.168.30.202:6443\n' ;;
 esac
 exit 0
 "#;
 
+/// A backed-up cluster and the four nodes of a promotion: the standby `cp`, the old primary, two
+/// workers. `runbook()` builds a fresh runbook over them, as a restarted `kdr failover` would.
+struct E2e {
+    tmp: tempfile::TempDir,
+    _etcd: EtcdContainer,
+    store: Arc<ObjectStoreSnapshotStore>,
+    objects: Arc<dyn object_store::ObjectStore>,
+    prefix: String,
+    manifest: Manifest,
+    cp: SshNodeContainer,
+    old: SshNodeContainer,
+    w1: SshNodeContainer,
+    w2: SshNodeContainer,
+    etcd_bin: std::path::PathBuf,
+}
+
+impl E2e {
+    async fn start() -> Self {
+        let etcd_bin = std::path::PathBuf::from(
+            std::env::var_os("KDR_ETCD_3_5_DIR")
+                .expect("KDR_ETCD_3_5_DIR: run `make test` or `. .tools/env`"),
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        // A real backup of a real etcd, with a kubeadm-like bundle, in the real S3 store.
+        let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+        let mut client = etcd.client().await.unwrap();
+        for k in ["/registry/pods/default/web-1", "/registry/pods/default/web-2", "/registry/nodes/worker-1"]
+        {
+            client.put(k, "v", None).await.unwrap();
+        }
+        let src = tmp.path().join("src");
+        common::backup::kubeadm_like_files(&src);
+        let s3 = S3Container::shared().await.unwrap();
+        let prefix = unique_prefix("e2e");
+        let objects = s3.object_store(s3.bucket()).unwrap();
+        let store =
+            Arc::new(ObjectStoreSnapshotStore::new(objects.clone(), &prefix, format!("s3://kdr/{prefix}")));
+        let manifest = common::backup::back_up(
+            &etcd,
+            store.as_ref(),
+            common::backup::BackupRequest { bundle_root: Some(src), ..Default::default() },
+        )
+        .await;
+
+        let (cp, old, w1, w2) = tokio::try_join!(
+            SshNodeContainer::start(),
+            SshNodeContainer::start(),
+            SshNodeContainer::start(),
+            SshNodeContainer::start()
+        )
+        .unwrap();
+        cp.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+        cp.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
+        cp.install_file("/usr/local/bin/kubectl", KUBECTL_STAND_IN.as_bytes(), 0o755).await.unwrap();
+        let operator_config = CLUSTER_CONFIGURATION.replace("192.168.30.200:6443", "192.168.30.202:6443");
+        cp.install_file("/etc/kdr/kubeadm-init.yaml", operator_config.as_bytes(), 0o600).await.unwrap();
+        let ready = |n: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+            )
+        };
+        let nodes =
+            format!(r#"{{"items":[{},{},{}]}}"#, ready("master-2"), ready("worker-1"), ready("worker-2"));
+        cp.install_file("/etc/kdr-fake/nodes.json", nodes.as_bytes(), 0o644).await.unwrap();
+        cp.install_file("/etc/kdr-fake/pods.json", br#"{"items":[{},{},{}]}"#, 0o644).await.unwrap();
+        let members = br#"{"members":[{"ID":10501334649042878790,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]}]}"#;
+        cp.install_file("/etc/kdr-fake/members.json", members, 0o644).await.unwrap();
+        old.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+        old.install_file("/etc/kubernetes/manifests/kube-apiserver.yaml", b"old\n", 0o600).await.unwrap();
+        for w in [&w1, &w2] {
+            w.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+            w.set_recorder_output("systemctl", "active\n").await.unwrap();
+            let conf = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://192.168.30.200:6443\n  name: kubernetes\n";
+            w.install_file("/etc/kubernetes/kubelet.conf", conf.as_bytes(), 0o600).await.unwrap();
+        }
+        Self { tmp, _etcd: etcd, store, objects, prefix, manifest, cp, old, w1, w2, etcd_bin }
+    }
+
+    fn settings(&self) -> PromotionSettings {
+        PromotionSettings {
+            node_name: "master-2".into(),
+            advertise_address: "192.168.30.202".into(),
+            old_primary_name: "master-1".into(),
+            old_primary_address: "192.168.30.200".into(),
+            state_dir: self.tmp.path().join("state"),
+            bundle_dir: self.tmp.path().join("staged-bundle"),
+            checks: PostCheckSettings {
+                timeout: Duration::from_secs(20),
+                poll_interval: Duration::from_millis(200),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.root().join("var/lib/etcd")
+    }
+
+    fn hook_out(&self) -> std::path::PathBuf {
+        self.tmp.path().join("post-hook.env")
+    }
+
+    fn claims(&self) -> ClaimStore {
+        ClaimStore::new(self.objects.clone(), &self.prefix, format!("s3://kdr/{}", self.prefix))
+    }
+
+    fn journal(&self) -> Journal {
+        Journal::load(&Journal::path_for(&self.settings().state_dir, 1)).unwrap()
+    }
+
+    fn runbook(&self) -> Runbook {
+        let settings = self.settings();
+        let hooks = HooksSettings {
+            pre: vec![],
+            post: vec![HookSpec::exec(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo \"$KDR_EPOCH $KDR_ENDPOINT $KDR_SNAPSHOT\" >> {}", self.hook_out().display()),
+            ])],
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let member = RestoreSpec::new("master-2", "https://192.168.30.202:2380", self.data_dir());
+        let restorer = EtcdutlRestorer::new()
+            .with_etcdutl(self.etcd_bin.join("etcdutl"))
+            .with_etcdctl(self.etcd_bin.join("etcdctl"));
+        let restore = FlowRestore::new(
+            self.store.clone(),
+            Arc::new(restorer),
+            clock.clone(),
+            member,
+            "test",
+            PromotionMode::NewHost,
+            self.root(),
+            &settings.bundle_dir,
+            &settings.state_dir,
+            None,
+        );
+        let kubeadm =
+            KubeadmSettings { config_file: Some("/etc/kdr/kubeadm-init.yaml".into()), ..Default::default() };
+        let cp_remote = remote(&self.cp, "master-2");
+        let workers = ParallelWorkerRecovery::new(
+            vec![
+                WorkerTarget { name: "worker-1".into(), remote: remote(&self.w1, "worker-1") },
+                WorkerTarget { name: "worker-2".into(), remote: remote(&self.w2, "worker-2") },
+            ],
+            WorkerRecoveryConfig { poll_interval: Duration::from_millis(200), ..Default::default() },
+            Arc::new(KubectlReadiness::remote(cp_remote.clone(), "kubectl", "/etc/kubernetes/admin.conf")),
+            clock.clone(),
+        );
+        Runbook::new(RunbookParts {
+            settings: settings.clone(),
+            hooks,
+            claims: self.claims(),
+            snapshots: self.store.clone(),
+            fencer: Arc::new(SshFencer::new(
+                remote(&self.old, "master-1"),
+                "/etc/kubernetes/manifests",
+                Duration::from_secs(20),
+            )),
+            restore: Arc::new(restore),
+            control_plane: Arc::new(KubeadmInit::new(
+                kubeadm,
+                settings.this_node(),
+                settings.old_primary(),
+                cp_remote.clone(),
+            )),
+            workers: Arc::new(workers),
+            checks: Arc::new(KubectlPostChecks::new(cp_remote, settings.checks.clone())),
+            clock,
+        })
+        .unwrap()
+    }
+
+    async fn count(node: &SshNodeContainer, call: &str) -> usize {
+        node.recorded_calls().await.unwrap().iter().filter(|c| c.as_str() == call).count()
+    }
+}
+
+const KUBEADM_INIT: &str =
+    "kubeadm init --config /etc/kdr/kubeadm-init.yaml --ignore-preflight-errors=DirAvailable--var-lib-etcd";
+
 #[tokio::test]
 async fn full_promotion_on_real_etcd_s3_and_sshd_nodes_then_refuses_the_same_epoch() {
-    use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
-    use kdr_core::runbook::{
-        FlowRestore, HookSpec, HooksSettings, KubectlPostChecks, ParallelWorkerRecovery, PostCheckSettings,
-        PromotionSettings, Runbook, RunbookParts, StepKind,
-    };
-    use kdr_core::snapshot::ObjectStoreSnapshotStore;
-    use kdr_core::testing::containers::{EtcdContainer, EtcdVersion};
-    use kdr_core::workers::{KubectlReadiness, WorkerRecoveryConfig, WorkerTarget};
-
-    let etcd_bin = std::path::PathBuf::from(
-        std::env::var_os("KDR_ETCD_3_5_DIR").expect("KDR_ETCD_3_5_DIR: run `make test` or `. .tools/env`"),
-    );
-    let tmp = tempfile::tempdir().unwrap();
-
-    // A real backup of a real etcd, with a kubeadm-like bundle, in the real S3 store.
-    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
-    let mut client = etcd.client().await.unwrap();
-    for k in ["/registry/pods/default/web-1", "/registry/pods/default/web-2", "/registry/nodes/worker-1"] {
-        client.put(k, "v", None).await.unwrap();
-    }
-    let src = tmp.path().join("src");
-    common::backup::kubeadm_like_files(&src);
-    let s3 = S3Container::shared().await.unwrap();
-    let prefix = unique_prefix("e2e");
-    let objects = s3.object_store(s3.bucket()).unwrap();
-    let store =
-        Arc::new(ObjectStoreSnapshotStore::new(objects.clone(), &prefix, format!("s3://kdr/{prefix}")));
-    let manifest = common::backup::back_up(
-        &etcd,
-        store.as_ref(),
-        common::backup::BackupRequest { bundle_root: Some(src), ..Default::default() },
-    )
-    .await;
-
-    // The nodes: the standby being promoted, the old primary, two workers.
-    let (cp, old, w1, w2) = tokio::try_join!(
-        SshNodeContainer::start(),
-        SshNodeContainer::start(),
-        SshNodeContainer::start(),
-        SshNodeContainer::start()
-    )
-    .unwrap();
-    cp.install_recorders(&["systemctl", "crictl"]).await.unwrap();
-    cp.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
-    cp.install_file("/usr/local/bin/kubectl", KUBECTL_STAND_IN.as_bytes(), 0o755).await.unwrap();
-    cp.install_file("/etc/kdr/kubeadm-init.yaml", CLUSTER_CONFIGURATION.as_bytes(), 0o600).await.unwrap();
-    let ready = |n: &str| {
-        format!(
-            r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
-        )
-    };
-    let nodes = format!(r#"{{"items":[{},{},{}]}}"#, ready("master-2"), ready("worker-1"), ready("worker-2"));
-    cp.install_file("/etc/kdr-fake/nodes.json", nodes.as_bytes(), 0o644).await.unwrap();
-    cp.install_file("/etc/kdr-fake/pods.json", br#"{"items":[{},{},{}]}"#, 0o644).await.unwrap();
-    let members = br#"{"members":[{"ID":10501334649042878790,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]}]}"#;
-    cp.install_file("/etc/kdr-fake/members.json", members, 0o644).await.unwrap();
-    old.install_recorders(&["systemctl", "crictl"]).await.unwrap();
-    old.install_file("/etc/kubernetes/manifests/kube-apiserver.yaml", b"old\n", 0o600).await.unwrap();
-    for w in [&w1, &w2] {
-        w.install_recorders(&["systemctl", "crictl"]).await.unwrap();
-        w.set_recorder_output("systemctl", "active\n").await.unwrap();
-        let kubelet_conf = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://192.168.30.200:6443\n  name: kubernetes\n";
-        w.install_file("/etc/kubernetes/kubelet.conf", kubelet_conf.as_bytes(), 0o600).await.unwrap();
-    }
-
-    let settings = PromotionSettings {
-        node_name: "master-2".into(),
-        advertise_address: "192.168.30.202".into(),
-        old_primary_name: "master-1".into(),
-        old_primary_address: "192.168.30.200".into(),
-        state_dir: tmp.path().join("state"),
-        bundle_dir: tmp.path().join("staged-bundle"),
-        checks: PostCheckSettings {
-            timeout: Duration::from_secs(20),
-            poll_interval: Duration::from_millis(200),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let hook_out = tmp.path().join("post-hook.env");
-    let hooks = HooksSettings {
-        pre: vec![],
-        post: vec![HookSpec::exec(vec![
-            "sh".into(),
-            "-c".into(),
-            format!("echo \"$KDR_EPOCH $KDR_ENDPOINT $KDR_SNAPSHOT\" > {}", hook_out.display()),
-        ])],
-    };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let root = tmp.path().join("root");
-    let data_dir = root.join("var/lib/etcd");
-    let member = RestoreSpec::new("master-2", "https://192.168.30.202:2380", &data_dir);
-    let restorer =
-        EtcdutlRestorer::new().with_etcdutl(etcd_bin.join("etcdutl")).with_etcdctl(etcd_bin.join("etcdctl"));
-    let restore = FlowRestore::new(
-        store.clone(),
-        Arc::new(restorer),
-        clock.clone(),
-        member,
-        "test",
-        kdr_core::runbook::PromotionMode::NewHost,
-        &root,
-        &settings.bundle_dir,
-        &settings.state_dir,
-        None,
-    );
-    let kubeadm =
-        KubeadmSettings { config_file: Some("/etc/kdr/kubeadm-init.yaml".into()), ..Default::default() };
-    let this = settings.this_node();
-    let cp_remote = remote(&cp, "master-2");
-    let workers = ParallelWorkerRecovery::new(
-        vec![
-            WorkerTarget { name: "worker-1".into(), remote: remote(&w1, "worker-1") },
-            WorkerTarget { name: "worker-2".into(), remote: remote(&w2, "worker-2") },
-        ],
-        WorkerRecoveryConfig { poll_interval: Duration::from_millis(200), ..Default::default() },
-        Arc::new(KubectlReadiness::remote(cp_remote.clone(), "kubectl", "/etc/kubernetes/admin.conf")),
-        clock.clone(),
-    );
-    let runbook = Runbook::new(RunbookParts {
-        settings: settings.clone(),
-        hooks,
-        claims: ClaimStore::new(objects.clone(), &prefix, format!("s3://kdr/{prefix}")),
-        snapshots: store.clone(),
-        fencer: Arc::new(SshFencer::new(
-            remote(&old, "master-1"),
-            "/etc/kubernetes/manifests",
-            Duration::from_secs(20),
-        )),
-        restore: Arc::new(restore),
-        control_plane: Arc::new(KubeadmInit::new(kubeadm, this, settings.old_primary(), cp_remote.clone())),
-        workers: Arc::new(workers),
-        checks: Arc::new(KubectlPostChecks::new(cp_remote.clone(), settings.checks.clone())),
-        clock: clock.clone(),
-    })
-    .unwrap();
+    let e = E2e::start().await;
+    let runbook = e.runbook();
+    let settings = e.settings();
 
     // Dry run: the whole plan, nothing touched anywhere.
     let plan = runbook.plan(None).await.unwrap();
     let text = plan.to_string();
     for expected in [
-        manifest.id.as_str(),
+        e.manifest.id.as_str(),
         "on master-1 (192.168.30.200): systemctl stop kubelet",
         "kubeadm init --config /etc/kdr/kubeadm-init.yaml",
         "worker-2",
     ] {
         assert!(text.contains(expected), "plan lacks {expected:?}:\n{text}");
     }
-    for n in [&cp, &old, &w1, &w2] {
+    for n in [&e.cp, &e.old, &e.w1, &e.w2] {
         assert!(n.recorded_calls().await.unwrap().is_empty(), "the dry run ran something on a node");
     }
-    assert!(!settings.state_dir.exists() && !data_dir.exists() && !settings.bundle_dir.exists());
-    assert_eq!(ClaimStore::new(objects.clone(), &prefix, "s3").newest().await.unwrap(), None, "no claim");
+    assert!(!settings.state_dir.exists() && !e.data_dir().exists() && !settings.bundle_dir.exists());
+    assert_eq!(e.claims().newest().await.unwrap(), None, "no claim");
 
     // The promotion.
     let report = runbook.run(None).await.unwrap();
     assert!(report.succeeded(), "{report}");
     assert_eq!(report.epoch, 1);
-    assert_eq!(report.snapshot, manifest.id.as_str());
+    assert_eq!(report.snapshot, e.manifest.id.as_str());
     assert!(report.checks.iter().all(|c| c.ok), "{report}");
     assert_eq!(report.workers.len(), 2);
 
     // Claimed in S3; the old primary fenced; etcd and the cluster identity restored, the
     // host-specific files not; the whole bundle staged; kubeadm init run; workers rewired.
-    let claim = ClaimStore::new(objects.clone(), &prefix, "s3").get(1).await.unwrap().unwrap();
-    assert_eq!(claim.holder, "master-2");
-    let (_, moved, _) = old.exec("ls /etc/kubernetes/manifests.kdr-fenced-epoch-1").await.unwrap();
+    assert_eq!(e.claims().get(1).await.unwrap().unwrap().holder, "master-2");
+    let (_, moved, _) = e.old.exec("ls /etc/kubernetes/manifests.kdr-fenced-epoch-1").await.unwrap();
     assert_eq!(moved, "kube-apiserver.yaml\n");
-    assert!(data_dir.join("member/snap/db").is_file(), "etcd data restored");
-    assert!(root.join("etc/kubernetes/pki/ca.key").is_file(), "the CA is restored");
+    assert!(e.data_dir().join("member/snap/db").is_file(), "etcd data restored");
+    assert!(e.root().join("etc/kubernetes/pki/ca.key").is_file(), "the CA is restored");
     assert!(
-        !root.join("etc/kubernetes/pki/apiserver.crt").exists(),
+        !e.root().join("etc/kubernetes/pki/apiserver.crt").exists(),
         "leaf certs are kubeadm's to regenerate"
     );
     assert!(settings.bundle_dir.join("etc/kubernetes/kubeadm-config.yaml").is_file(), "bundle staged");
-    let cp_calls = cp.recorded_calls().await.unwrap();
-    assert_eq!(
-        cp_calls[0],
-        "kubeadm init --config /etc/kdr/kubeadm-init.yaml --ignore-preflight-errors=DirAvailable--var-lib-etcd"
-    );
+    let cp_calls = e.cp.recorded_calls().await.unwrap();
+    assert_eq!(cp_calls[0], KUBEADM_INIT);
     assert!(
         cp_calls.iter().any(|c| c
             == "kubectl --kubeconfig /etc/kubernetes/admin.conf delete node master-1 --ignore-not-found")
     );
-    for w in [&w1, &w2] {
+    for w in [&e.w1, &e.w2] {
         let (_, conf, _) = w.exec("grep server: /etc/kubernetes/kubelet.conf").await.unwrap();
         assert_eq!(conf.trim(), "server: https://192.168.30.202:6443");
-        assert!(w.recorded_calls().await.unwrap().contains(&"systemctl restart kubelet".to_owned()));
+        assert_eq!(E2e::count(w, "systemctl restart kubelet").await, 1);
     }
     assert_eq!(
-        std::fs::read_to_string(&hook_out).unwrap(),
-        format!("1 192.168.30.202:6443 {}\n", manifest.id)
+        std::fs::read_to_string(e.hook_out()).unwrap(),
+        format!("1 192.168.30.202:6443 {}\n", e.manifest.id)
     );
-    let journal =
-        kdr_core::runbook::Journal::load(&kdr_core::runbook::Journal::path_for(&settings.state_dir, 1))
-            .unwrap();
+    let journal = e.journal();
     assert!(journal.is_complete());
     assert!(StepKind::ALL.iter().all(|s| journal.record(*s).unwrap().attempts == 1));
 
     // The same epoch again: refused, nothing run.
-    let before = cp.recorded_calls().await.unwrap().len();
-    let err = runbook.run(Some(1)).await.unwrap_err();
+    let before = e.cp.recorded_calls().await.unwrap().len();
+    let err = e.runbook().run(Some(1)).await.unwrap_err();
     assert!(err.to_string().contains("epoch 1 was already promoted"), "{err}");
-    assert_eq!(cp.recorded_calls().await.unwrap().len(), before);
+    assert_eq!(e.cp.recorded_calls().await.unwrap().len(), before);
+}
+
+/// A crash in the middle of `kubeadm init`, then a worker that fails: each resume carries on
+/// from the journal, never restoring or initialising twice, and retries only the failed worker.
+#[tokio::test]
+async fn crash_during_init_and_a_failed_worker_resume_without_repeating_anything_finished() {
+    let e = E2e::start().await;
+    // kubeadm init writes its files, then hangs while this flag exists: the runbook is "killed"
+    // during the step.
+    e.cp.install_file("/etc/kdr-fake/hang-init", b"", 0o644).await.unwrap();
+    e.w2.set_recorder_exit("systemctl", 1).await.unwrap();
+
+    let run = e.runbook();
+    let crashed = async {
+        loop {
+            let (code, _, _) = e.cp.exec("test -e /etc/kdr-fake/in-init").await.unwrap();
+            if code == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = run.run(None) => panic!("the run should hang in kubeadm init: {r:?}"),
+        _ = crashed => {}
+    }
+    drop(run);
+    e.cp.exec("rm -f /etc/kdr-fake/hang-init").await.unwrap();
+    let j = e.journal();
+    assert_eq!(j.status(StepKind::Restore), Some(StepStatus::Succeeded));
+    assert_eq!(j.status(StepKind::ControlPlaneInit), Some(StepStatus::Started));
+
+    // Resume: init is found done (not re-run); worker-2 fails, worker-1 recovers, the checks and
+    // hooks still run, and the run names the failed worker.
+    let report = e.runbook().run(None).await.unwrap();
+    assert!(!report.succeeded());
+    assert_eq!(report.failed_workers(), ["worker-2"]);
+    assert!(report.to_string().contains("FAILED workers: worker-2"), "{report}");
+    assert_eq!(E2e::count(&e.cp, KUBEADM_INIT).await, 1, "kubeadm init ran once");
+    assert!(e.hook_out().exists(), "post-hooks ran");
+    assert!(!e.journal().is_complete());
+
+    // Fixed, the next run retries worker-2 only and completes.
+    e.w2.set_recorder_exit("systemctl", 0).await.unwrap();
+    let report = e.runbook().run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(E2e::count(&e.cp, KUBEADM_INIT).await, 1, "kubeadm init still ran once");
+    assert_eq!(E2e::count(&e.w1, "systemctl restart kubelet").await, 1, "worker-1 not touched again");
+    assert_eq!(E2e::count(&e.w2, "systemctl restart kubelet").await, 2, "worker-2 retried");
+    let j = e.journal();
+    assert!(j.is_complete());
+    assert_eq!(j.record(StepKind::Restore).unwrap().attempts, 1, "restored once");
+    assert_eq!(j.record(StepKind::Fence).unwrap().attempts, 1);
+    // Restored once: nothing was moved aside beside the data dir.
+    let siblings: Vec<String> = std::fs::read_dir(e.data_dir().parent().unwrap())
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(siblings, ["etcd"], "{siblings:?}");
 }

@@ -15,15 +15,19 @@
 //! | [`backup`] | (entry point [`backup::backup`]) | one-pass etcd snapshot + bundle + manifest pipeline |
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
 //! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
-//! | [`control_plane`] | `ControlPlaneInit` | `KubeadmInit` |
-//! | [`remote`] | [`remote::NodeRemote`] | [`remote::SshNodeRemote`] (async-ssh2-tokio) |
+//! | [`control_plane`] | [`control_plane::ControlPlaneInit`] | [`control_plane::KubeadmInit`] (kubeadm init with a configuration derived from the backed-up ClusterConfiguration) |
+//! | [`fence`] | [`fence::Fencer`] | [`fence::ExecFencer`] (IPMI/cloud hook), [`fence::SshFencer`]; [`fence::NoFence`] only by a loud opt-in |
+//! | [`remote`] | [`remote::NodeRemote`] | [`remote::SshNodeRemote`] (russh), [`remote::LocalNodeRemote`] |
 //! | [`workers`] | [`workers::NodeReadiness`] | [`workers::recover_workers`] (rewire or rejoin, in parallel), [`workers::KubectlReadiness`] |
 //! | [`health`] | [`health::HealthProbe`] | `ApiServerProbe` (HTTPS, reqwest+rustls), `TcpProbe`, `IcmpProbe` (surge-ping), `WitnessProbe` (via `NodeRemote`), `SelfProbe`; `ProbeSet` runs bounded rounds |
 //! | [`failover`] | [`failover::DetectorPolicy`], [`failover::StateStore`] | `FailoverDetector` (a pure state machine), `SeedRulePolicy`; `FileStateStore`, `InMemoryStateStore`; `trace` (JSONL recording and replay) |
 //!
 //! [`restore`] is the verified restore flow (download, verify, restore beside the target, swap, bundle)
-//! and restore drills; it composes the traits above. [`monitor`] is `kdr-monitor`'s service
-//! (scheduled backups and drills, self-fence guard, detector loop and promotion, metrics).
+//! and restore drills; it composes the traits above. [`runbook`] is the promotion runbook
+//! (`kdr failover`): claim the epoch in the store, hooks, fence, restore, control-plane init,
+//! workers, post-checks, as journaled steps that resume after a crash. [`monitor`] is
+//! `kdr-monitor`'s service (scheduled backups and drills, self-fence guard, detector loop and
+//! promotion, metrics).
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock.

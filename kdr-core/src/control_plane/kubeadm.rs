@@ -702,6 +702,16 @@ pub fn derive_kubeadm_config(input: &DeriveInput<'_>) -> Result<DerivedConfig> {
     Ok(DerivedConfig { yaml, api_version, endpoint, notes })
 }
 
+/// The `controlPlaneEndpoint` of the ClusterConfiguration in `yaml` (kubeadm config documents),
+/// if set. Workers and the cluster's kubeconfigs use it instead of the node's own address.
+pub fn control_plane_endpoint_of(yaml: &str) -> Option<String> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .filter_map(|d| Value::deserialize(d).ok())
+        .find(|d| d.get("kind").and_then(Value::as_str) == Some("ClusterConfiguration"))
+        .and_then(|d| d.get("controlPlaneEndpoint").and_then(Value::as_str).map(str::to_owned))
+        .filter(|e| !e.is_empty())
+}
+
 /// [`ControlPlaneInit`] with kubeadm. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct KubeadmInit {
@@ -731,6 +741,15 @@ impl KubeadmInit {
     pub fn same_host(mut self, same_host: bool) -> Self {
         self.same_host = same_host;
         self
+    }
+
+    /// The endpoint a configuration file on the node sets, else this node's address and port.
+    async fn endpoint_in(&self, file: &std::path::Path) -> String {
+        let own = format!("{}:{}", self.this_node.address, self.settings.bind_port);
+        match self.read(file).await {
+            Ok(Some(text)) => control_plane_endpoint_of(&text).unwrap_or(own),
+            _ => own,
+        }
     }
 
     fn cmd(&self, c: impl Into<String>) -> RemoteCommand {
@@ -885,13 +904,38 @@ impl ControlPlaneInit for KubeadmInit {
         if self.same_host {
             return Ok(InitPlan {
                 config_source: "the restored static pod manifests (same-host restore)".into(),
-                endpoint: format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                endpoint: self.endpoint_in(&self.settings.cluster_configuration).await,
                 commands: vec![
                     self.restart_command().into(),
                     format!("{} (polled until it succeeds)", self.readyz_command()),
                     self.admin_command(),
                 ],
                 notes: vec![],
+            });
+        }
+        if self.settings.config_file.is_none()
+            && self.read(&self.settings.cluster_configuration).await?.is_none()
+        {
+            // A fresh standby: the restore step has not staged the bundle yet. Show what will
+            // happen; the derivation itself is shown by a dry run after the restore.
+            let path = self.settings.rendered_config.to_string_lossy().into_owned();
+            return Ok(InitPlan {
+                config_source: format!(
+                    "to be derived from {} once the restore step stages the bundle",
+                    self.settings.cluster_configuration.display()
+                ),
+                endpoint: format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                commands: vec![
+                    format!("{}  (stdin: the derived configuration)", self.write_command(&path)),
+                    self.init_command(&path),
+                    self.admin_command(),
+                    format!("{}  (stdin: a fresh bootstrap token, never shown)", self.token_command()),
+                ],
+                notes: vec![format!(
+                    "the backed-up ClusterConfiguration is not staged yet ({} is absent): the endpoint shown assumes \
+                     controlPlaneEndpoint names the old primary (kubeadm.control_plane_endpoint = \"auto\")",
+                    self.settings.cluster_configuration.display()
+                )],
             });
         }
         let (path, derived) = self.config().await?;
@@ -907,7 +951,7 @@ impl ControlPlaneInit for KubeadmInit {
             }
             None => (
                 format!("the operator's file {path}, as it is"),
-                format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                self.endpoint_in(std::path::Path::new(&path)).await,
                 vec![],
             ),
         };
@@ -947,7 +991,7 @@ impl ControlPlaneInit for KubeadmInit {
             commands.push(admin.command);
             return Ok(InitReport {
                 config_path: None,
-                endpoint: format!("{}:{}", self.this_node.address, self.settings.bind_port),
+                endpoint: self.endpoint_in(&self.settings.cluster_configuration).await,
                 admin_kubeconfig: self.settings.admin_kubeconfig.to_string_lossy().into_owned(),
                 commands,
                 notes: vec![],
@@ -965,7 +1009,10 @@ impl ControlPlaneInit for KubeadmInit {
         }
         let (path, derived) = self.config().await?;
         let mut notes = Vec::new();
-        let mut endpoint = format!("{}:{}", self.this_node.address, self.settings.bind_port);
+        let mut endpoint = match &derived {
+            None => self.endpoint_in(std::path::Path::new(&path)).await,
+            Some(_) => String::new(),
+        };
         if let Some(d) = derived {
             let w = self.cmd(self.write_command(&path));
             self.remote.run_with_stdin(&w, d.yaml.as_bytes()).await?.check(self.host(), &w)?;
@@ -1273,6 +1320,16 @@ apiServer:
     }
 
     #[test]
+    fn endpoint_of_a_configuration() {
+        assert_eq!(control_plane_endpoint_of(CLUSTER_V1BETA3).as_deref(), Some("192.168.30.200:6443"));
+        assert_eq!(
+            control_plane_endpoint_of("kind: ClusterConfiguration\ncontrolPlaneEndpoint: \"\"\n"),
+            None
+        );
+        assert_eq!(control_plane_endpoint_of("kind: InitConfiguration\n"), None);
+    }
+
+    #[test]
     fn host_replacement_respects_boundaries() {
         assert_eq!(replace_host("https://10.0.0.1:2379", "10.0.0.1", "10.0.0.9"), "https://10.0.0.9:2379");
         assert_eq!(replace_host("10.0.0.10,10.0.0.1", "10.0.0.1", "X"), "10.0.0.10,X");
@@ -1349,10 +1406,15 @@ apiServer:
     }
 
     #[tokio::test]
-    async fn missing_bundle_configuration_is_a_config_error_naming_the_key() {
+    async fn unstaged_bundle_plans_ahead_but_init_is_a_config_error_naming_the_key() {
         let fake = Arc::new(RecordingNodeRemote::new("master-2"));
         fake.respond("kubeadm-config.yaml", Reply::exit(ABSENT, "", ""));
-        let err = init_with(fake).plan().await.unwrap_err();
+        let init = init_with(fake.clone());
+        let plan = init.plan().await.unwrap();
+        assert!(plan.config_source.contains("once the restore step stages the bundle"), "{plan:?}");
+        assert!(plan.commands.iter().any(|c| c.starts_with("kubeadm init --config")));
+        assert!(fake.commands().iter().all(|c| !c.starts_with("kubeadm ")), "planning runs nothing");
+        let err = init.init().await.unwrap_err();
         assert!(matches!(&err, Error::Config { key, .. } if key == "kubeadm.cluster_configuration"), "{err}");
     }
 

@@ -104,7 +104,7 @@ pub trait ControlPlaneInit: Send + Sync + fmt::Debug {
 
 /// Builds the [`JoinCommand`] for `token` from the output of `kubeadm token create
 /// --print-join-command` whose token was replaced on the node (see
-/// [`KubeadmInit`](kubeadm::KubeadmInit)): the endpoint and CA hashes come from the output, the
+/// [`KubeadmInit`]): the endpoint and CA hashes come from the output, the
 /// token from the caller, who generated it. Errors never contain the token.
 pub fn join_command_from_redacted(printed: &str, token: &str) -> Result<JoinCommand> {
     let line =

@@ -8,8 +8,11 @@
 //!    before the old primary's Node is deleted, which garbage-collects its pods);
 //! 3. `test-pod`: a pod created and Running (scheduling, kubelet and the CNI work without
 //!    re-applying anything), then deleted;
-//! 4. `old-primary-node`: the old primary's Node object deleted;
-//! 5. `old-primary-etcd-member`: no etcd member named after the old primary or at its address
+//! 4. `endpoint-references`: the copies of the API server endpoint that kubeadm keeps in the
+//!    cluster (`kube-public/cluster-info`, the `kube-system/kube-proxy` kubeconfig) name the new
+//!    endpoint (kubeadm init rewrites them; a stale one breaks new joins or kube-proxy);
+//! 5. `old-primary-node`: the old primary's Node object deleted;
+//! 6. `old-primary-etcd-member`: no etcd member named after the old primary or at its address
 //!    (a restore with a new `--initial-cluster` already leaves none; seed 004 shows what happens
 //!    otherwise).
 use std::fmt;
@@ -34,6 +37,8 @@ pub struct CheckContext {
     pub old_primary: NodeIdentity,
     /// The number of pods the backup set recorded, if its inventory has them.
     pub expected_pods: Option<u64>,
+    /// The new API server endpoint (`host:port`), once known.
+    pub endpoint: Option<String>,
     /// Workers whose recovery failed (not expected Ready; already reported).
     pub failed_workers: Vec<String>,
 }
@@ -290,6 +295,44 @@ impl KubectlPostChecks {
         .to_string()
     }
 
+    fn endpoint_queries(&self) -> [(&'static str, String); 2] {
+        [
+            (
+                "kube-public/cluster-info",
+                self.kubectl("-n kube-public get configmap cluster-info -o jsonpath={.data.kubeconfig}"),
+            ),
+            (
+                "kube-system/kube-proxy",
+                self.kubectl("-n kube-system get configmap kube-proxy -o jsonpath={.data.kubeconfig\\.conf}"),
+            ),
+        ]
+    }
+
+    async fn endpoint_references(&self, endpoint: &str) -> Result<Poll> {
+        let want = format!("https://{endpoint}");
+        let mut stale = Vec::new();
+        for (what, q) in self.endpoint_queries() {
+            let text = self.run_ok(&q, None).await?;
+            let servers: Vec<&str> =
+                text.lines().filter_map(|l| l.trim().strip_prefix("server:")).map(str::trim).collect();
+            if servers.is_empty() || servers.iter().any(|s| *s != want) {
+                stale.push(format!(
+                    "{what} has server {}",
+                    if servers.is_empty() { "(none)".into() } else { servers.join(", ") }
+                ));
+            }
+        }
+        Ok(if stale.is_empty() {
+            Poll::Done(format!("cluster-info and kube-proxy name {want}"))
+        } else {
+            Poll::NotYet(format!(
+                "{} instead of {want}; fix with `kubeadm init phase bootstrap-token` and `kubeadm init phase addon \
+                 kube-proxy` on the new primary",
+                stale.join("; ")
+            ))
+        })
+    }
+
     async fn remove_old_node(&self, ctx: &CheckContext) -> Result<Poll> {
         let old = shell_quote(&ctx.old_primary.name);
         self.run_ok(&self.kubectl(&format!("delete node {old} --ignore-not-found")), None).await?;
@@ -395,6 +438,9 @@ impl PostChecker for KubectlPostChecks {
                 detail: format!("could not create it: {e}"),
             },
         });
+        if let Some(endpoint) = &ctx.endpoint {
+            results.push(self.poll("endpoint-references", || self.endpoint_references(endpoint)).await);
+        }
         results.push(self.poll("old-primary-node", || self.remove_old_node(ctx)).await);
         results.push(self.poll("old-primary-etcd-member", || self.remove_old_member(ctx)).await);
         Ok(results)
@@ -417,6 +463,7 @@ mod tests {
             this_node: NodeIdentity { name: "master-2".into(), address: "192.168.30.202".into() },
             old_primary: NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() },
             expected_pods: Some(2),
+            endpoint: Some("192.168.30.202:6443".into()),
             failed_workers: vec![],
         }
     }
@@ -434,6 +481,8 @@ mod tests {
         fake.respond("get nodes -o json", Reply::exit(0, NODES, ""))
             .respond("get pods -A -o json", Reply::exit(0, r#"{"items":[{},{},{}]}"#, ""))
             .respond("jsonpath={.status.phase}", Reply::exit(0, "Running", ""))
+            .respond("cluster-info", Reply::exit(0, "clusters:\n- cluster:\n    server: https://192.168.30.202:6443\n", ""))
+            .respond("configmap kube-proxy", Reply::exit(0, "    server: https://192.168.30.202:6443\n", ""))
             .respond(
                 "member list -w json",
                 Reply::exit(
@@ -454,7 +503,14 @@ mod tests {
         let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
-            ["nodes-ready", "snapshot-pods", "test-pod", "old-primary-node", "old-primary-etcd-member"]
+            [
+                "nodes-ready",
+                "snapshot-pods",
+                "test-pod",
+                "endpoint-references",
+                "old-primary-node",
+                "old-primary-etcd-member"
+            ]
         );
         let cmds = fake.commands();
         assert!(cmds.iter().any(|c| c.ends_with("delete node master-1 --ignore-not-found")), "{cmds:?}");
@@ -468,6 +524,7 @@ mod tests {
     #[tokio::test]
     async fn stale_member_is_removed_and_failures_are_reported_not_hidden() {
         let fake = healthy();
+        fake.respond("configmap kube-proxy", Reply::exit(0, "    server: https://192.168.30.200:6443\n", ""));
         fake.respond("get pods -A -o json", Reply::exit(0, r#"{"items":[{}]}"#, ""))
             .respond("jsonpath={.status.phase}", Reply::exit(0, "Pending", ""))
             .respond(
@@ -485,6 +542,11 @@ mod tests {
         assert!(!by("snapshot-pods").ok && by("snapshot-pods").detail.contains("1 pods present, 2 recorded"));
         assert!(!by("test-pod").ok && by("test-pod").detail.contains("Pending"), "{:?}", by("test-pod"));
         assert!(by("nodes-ready").ok);
+        let refs = by("endpoint-references");
+        assert!(
+            !refs.ok && refs.detail.contains("kube-system/kube-proxy has server https://192.168.30.200:6443"),
+            "{refs:?}"
+        );
         // The member keeps being listed by the fake, so the check removes it and, still seeing it, fails.
         assert!(fake.commands().iter().any(|c| c.contains("member remove ff")), "{:?}", fake.commands());
         assert!(!by("old-primary-etcd-member").ok);

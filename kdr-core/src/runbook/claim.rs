@@ -74,7 +74,7 @@ impl ClaimStore {
     ///
     /// - Created (and read back unchanged): [`ClaimOutcome::Won`].
     /// - Already there with the same `run_id`: [`ClaimOutcome::AlreadyOurs`] (a resumed run).
-    /// - Already there from anyone else: [`Error::Refused`] "epoch N already claimed by <holder>".
+    /// - Already there from anyone else: [`Error::Refused`] "epoch N already claimed by HOLDER".
     /// - Store unreachable or denied: [`Error::Unavailable`]; nothing was claimed.
     pub async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome> {
         let path = self.path(claim.epoch);

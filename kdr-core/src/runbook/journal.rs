@@ -144,6 +144,10 @@ pub struct JournalData {
     pub created_at: DateTime<Utc>,
     /// When every step had succeeded; a completed journal refuses any further run of its epoch.
     pub completed_at: Option<DateTime<Utc>>,
+    /// Why this promotion was given up for good (its epoch was claimed by another standby), if it
+    /// was. An abandoned journal is never resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<String>,
     /// The steps started so far, in order.
     pub steps: Vec<StepRecord>,
 }
@@ -184,6 +188,7 @@ impl Journal {
                 snapshot: None,
                 created_at: now,
                 completed_at: None,
+                abandoned: None,
                 steps: Vec::new(),
             },
         };
@@ -259,6 +264,18 @@ impl Journal {
     /// The status of `step`, if it was ever started.
     pub fn status(&self, step: StepKind) -> Option<StepStatus> {
         self.record(step).map(|r| r.status)
+    }
+
+    /// Whether it was given up for good ([`abandon`](Self::abandon)).
+    pub fn is_abandoned(&self) -> bool {
+        self.data.abandoned.is_some()
+    }
+
+    /// Gives the promotion up for good (its epoch belongs to another standby): it will not be
+    /// resumed. The journal is kept as the record of what this standby did.
+    pub fn abandon(&mut self, reason: &str) -> Result<()> {
+        self.data.abandoned = Some(reason.to_owned());
+        self.persist()
     }
 
     /// Fixes the backup set this promotion restores.

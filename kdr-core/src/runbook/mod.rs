@@ -364,9 +364,16 @@ impl Runbook {
     async fn resolve(&self, requested: Option<u64>) -> Result<Resolved> {
         let dir = &self.settings().state_dir;
         let journals = Journal::list(dir)?;
-        let unfinished: Vec<&Journal> = journals.iter().filter(|j| !j.is_complete()).collect();
+        let unfinished: Vec<&Journal> =
+            journals.iter().filter(|j| !j.is_complete() && !j.is_abandoned()).collect();
         if let Some(n) = requested {
             if let Some(j) = journals.iter().find(|j| j.data().epoch == n) {
+                if let Some(why) = &j.data().abandoned {
+                    return Err(Error::refused(format!(
+                        "epoch {n} was given up by this standby ({why}); journal {}",
+                        j.path().display()
+                    )));
+                }
                 if j.is_complete() {
                     return Err(Error::refused(format!(
                         "epoch {n} was already promoted (journal {} completed at {}); a promotion runs once per epoch",
@@ -478,7 +485,7 @@ impl Runbook {
         let cp = self.parts.control_plane.plan().await?;
         notes.extend(cp.notes.iter().cloned());
         let endpoint = if cp.endpoint.is_empty() { self.default_endpoint() } else { cp.endpoint.clone() };
-        let ctx = self.check_context(r.epoch, &manifest, &[]);
+        let ctx = self.check_context(r.epoch, &manifest, Some(endpoint.clone()), &[]);
         let hook_lines = |hooks: &[HookSpec]| -> Vec<String> {
             if hooks.is_empty() {
                 vec!["(no hooks configured)".into()]
@@ -564,12 +571,19 @@ impl Runbook {
         })
     }
 
-    fn check_context(&self, epoch: u64, manifest: &Manifest, failed_workers: &[String]) -> CheckContext {
+    fn check_context(
+        &self,
+        epoch: u64,
+        manifest: &Manifest,
+        endpoint: Option<String>,
+        failed_workers: &[String],
+    ) -> CheckContext {
         CheckContext {
             epoch,
             this_node: self.settings().this_node(),
             old_primary: self.settings().old_primary(),
             expected_pods: expected_pods(manifest),
+            endpoint,
             failed_workers: failed_workers.to_vec(),
         }
     }
@@ -657,6 +671,11 @@ impl Runbook {
                 Err(StepFailure { error, partial }) => {
                     let msg = error.to_string();
                     journal.fail(step, clock.utc(), &msg, partial.clone())?;
+                    if step == StepKind::Claim && matches!(error, Error::Refused { .. }) {
+                        // Another standby owns this epoch: never resume this journal.
+                        journal.abandon(&msg)?;
+                        return Err(error);
+                    }
                     tracing::error!(epoch, step = step.name(), error = %msg, "step failed");
                     if step == StepKind::Workers && partial.is_some() {
                         // The control plane is up: carry on with the checks and hooks, and end
@@ -776,7 +795,7 @@ impl Runbook {
             StepKind::Workers => unreachable!("handled by workers_step"),
             StepKind::PostChecks => {
                 let failed: Vec<String> = report.failed_workers().into_iter().map(str::to_owned).collect();
-                let ctx = self.check_context(epoch, manifest, &failed);
+                let ctx = self.check_context(epoch, manifest, endpoint, &failed);
                 let results = self.parts.checks.run(&ctx).await?;
                 let bad: Vec<&str> = results.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
                 if !bad.is_empty() {

@@ -549,6 +549,14 @@ async fn a_claim_taken_by_another_standby_is_refused_and_nothing_runs() {
     let err = h.runbook().run(Some(1)).await.unwrap_err().to_string();
     assert!(err.contains("epoch 1 already claimed by master-3"), "{err}");
     assert!(h.world.st().events.is_empty());
+    // The lost epoch is never resumed: the next run promotes the next epoch, if told to.
+    assert!(h.journal(1).is_abandoned());
+    let err = h.runbook().run(Some(1)).await.unwrap_err().to_string();
+    assert!(err.contains("epoch 1 was given up by this standby"), "{err}");
+    let plan = h.runbook().plan(None).await.unwrap();
+    assert_eq!(plan.epoch, 2, "{}", plan.epoch_source);
+    assert!(h.runbook().run(None).await.unwrap().succeeded());
+    assert_eq!(h.world.count("restore"), 1);
 }
 
 #[tokio::test]
