@@ -70,13 +70,24 @@ async fn write_keys(client: &mut etcd_client::Client, per_resource: usize) -> BT
     keys
 }
 
-/// Every key and value of an etcd.
+/// Every key and value of an etcd (paged: values can be large).
 async fn all_keys(client: &mut etcd_client::Client) -> BTreeMap<String, Vec<u8>> {
-    let resp = client.get(vec![0u8], Some(etcd_client::GetOptions::new().with_from_key())).await.unwrap();
-    resp.kvs()
-        .iter()
-        .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
-        .collect()
+    let mut out = BTreeMap::new();
+    let mut from = vec![0u8];
+    loop {
+        let opts = etcd_client::GetOptions::new().with_from_key().with_limit(20);
+        let resp = client.get(from.clone(), Some(opts)).await.unwrap();
+        for kv in resp.kvs() {
+            out.insert(String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec());
+        }
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return out,
+        }
+    }
 }
 
 /// A listing of a dir tree with file contents, to prove it was not touched.
@@ -225,6 +236,42 @@ async fn restore_3_4_23_with_etcdctl_says_it_does_not_bump() {
     assert_eq!(report.replaced, None);
 
     check_restored(EtcdVersion::V3_4_23, &target, &expected, &manifest, false).await;
+}
+
+#[tokio::test]
+async fn a_large_set_restores_through_ranged_reads() {
+    // ~40 MB of incompressible values: the stored object is far above the size from which the
+    // store reads in parallel ranges, so the restore reassembles many ranges in order.
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    let mut expected = BTreeMap::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..400 {
+        let value: Vec<u8> = (0..100 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let key = format!("/registry/configmaps/big/cm-{i:04}");
+        client.put(key.clone(), value.clone(), None).await.unwrap();
+        expected.insert(key, value);
+    }
+    let store = s3_store("restore-large").await;
+    let manifest = back_up(&etcd, store.as_ref(), BackupRequest::default()).await;
+    let stored = manifest.object(ObjectKind::EtcdSnapshot).unwrap().stored_size;
+    assert!(stored > 32 << 20, "stored {stored} bytes: too small to exercise ranged reads");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("etcd");
+    let restorer = EtcdutlRestorer::new().with_bin_dir(bin_dir(EtcdVersion::V3_5_16));
+    Restore::new(store.as_ref(), &restorer, &SystemClock)
+        .run(&options(&target, SetSelector::Latest, None))
+        .await
+        .unwrap();
+    check_restored(EtcdVersion::V3_5_16, &target, &expected, &manifest, true).await;
 }
 
 #[tokio::test]

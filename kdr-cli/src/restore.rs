@@ -145,7 +145,7 @@ pub async fn run(g: &GlobalArgs, mut a: RestoreArgs) -> anyhow::Result<ExitCode>
         },
         (None, false, None) => BundleTarget::Unchosen,
     };
-    let opts = RestoreOptions {
+    let mut opts = RestoreOptions {
         set: SetSelector::from_flags(a.snapshot.as_deref(), a.before.as_deref())?,
         member,
         peer_url_source,
@@ -167,6 +167,8 @@ pub async fn run(g: &GlobalArgs, mut a: RestoreArgs) -> anyhow::Result<ExitCode>
     if g.output == Output::Table {
         print_plan(&plan, false);
     }
+    // Restore the set the plan showed, even if a newer one completes meanwhile.
+    opts.set = SetSelector::Id(plan.set.clone());
     let report = restore.run(&opts).await?;
     match g.output {
         Output::Json => print_json(&report)?,

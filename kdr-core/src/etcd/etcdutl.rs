@@ -22,11 +22,17 @@ const BUMP_SINCE: (u32, u32, u32) = (3, 5, 10);
 pub struct EtcdutlRestorer {
     etcdutl: PathBuf,
     etcdctl: PathBuf,
+    /// The tool found by the first [`detect`](Self::detect) (a plan and its restore run it once).
+    detected: tokio::sync::OnceCell<RestoreTool>,
 }
 
 impl Default for EtcdutlRestorer {
     fn default() -> Self {
-        Self { etcdutl: PathBuf::from("etcdutl"), etcdctl: PathBuf::from("etcdctl") }
+        Self {
+            etcdutl: PathBuf::from("etcdutl"),
+            etcdctl: PathBuf::from("etcdctl"),
+            detected: tokio::sync::OnceCell::new(),
+        }
     }
 }
 
@@ -39,12 +45,14 @@ impl EtcdutlRestorer {
     /// Uses this etcdutl binary.
     pub fn with_etcdutl(mut self, path: impl Into<PathBuf>) -> Self {
         self.etcdutl = path.into();
+        self.detected = tokio::sync::OnceCell::new();
         self
     }
 
     /// Uses this etcdctl binary for the etcd 3.4 fallback.
     pub fn with_etcdctl(mut self, path: impl Into<PathBuf>) -> Self {
         self.etcdctl = path.into();
+        self.detected = tokio::sync::OnceCell::new();
         self
     }
 
@@ -54,8 +62,12 @@ impl EtcdutlRestorer {
         self.with_etcdutl(dir.join("etcdutl")).with_etcdctl(dir.join("etcdctl"))
     }
 
-    /// Which tool is installed: etcdutl if it runs, else etcdctl.
+    /// Which tool is installed: etcdutl if it runs, else etcdctl. Found once, then remembered.
     pub async fn detect(&self) -> Result<RestoreTool> {
+        self.detected.get_or_try_init(|| self.find_tool()).await.cloned()
+    }
+
+    async fn find_tool(&self) -> Result<RestoreTool> {
         if let Some(version) = tool_version(&self.etcdutl, "etcdutl").await? {
             return Ok(RestoreTool::Etcdutl { path: self.etcdutl.clone(), version });
         }
@@ -92,6 +104,10 @@ impl EtcdutlRestorer {
             "--initial-advertise-peer-urls".into(),
             spec.initial_advertise_peer_urls.clone(),
         ];
+        if spec.trailer_verified {
+            // Checked by the caller in the same pass as the download; the tool still strips it.
+            args.push("--skip-hash-check".into());
+        }
         let mut notes = Vec::new();
         let mut bump = None;
         let program = match &tool {
@@ -255,6 +271,16 @@ mod tests {
         assert!(joined.contains("--initial-advertise-peer-urls https://10.0.0.5:2380"), "{joined}");
         assert!(joined.contains("--initial-cluster m1=https://10.0.0.5:2380"), "{joined}");
         assert!(plan.command.starts_with("etcdutl snapshot restore /tmp/s.db"), "{}", plan.command);
+    }
+
+    #[test]
+    fn a_verified_trailer_is_not_hashed_again() {
+        let tool = RestoreTool::Etcdctl { path: "etcdctl".into(), version: "3.4.23".into() };
+        let (_, args) = EtcdutlRestorer::plan_for(tool.clone(), Path::new("/s.db"), &spec());
+        assert!(!args.contains(&"--skip-hash-check".to_owned()));
+        let verified = RestoreSpec { trailer_verified: true, ..spec() };
+        let (_, args) = EtcdutlRestorer::plan_for(tool, Path::new("/s.db"), &verified);
+        assert!(args.contains(&"--skip-hash-check".to_owned()));
     }
 
     #[test]

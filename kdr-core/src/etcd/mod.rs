@@ -51,6 +51,10 @@ pub struct RestoreSpec {
     /// How far to move the revision forward (`--bump-revision`, with `--mark-compacted`); 0 for
     /// none (a drill's throwaway restore).
     pub bump_revision: u64,
+    /// The caller has already checked the snapshot's etcd sha256 trailer (kdr's restore does,
+    /// while downloading), so the tool need not hash the file again (`--skip-hash-check`, which
+    /// still strips the trailer). `false` by default: the tool checks it.
+    pub trailer_verified: bool,
 }
 
 impl RestoreSpec {
@@ -66,6 +70,7 @@ impl RestoreSpec {
             initial_cluster_token: DEFAULT_CLUSTER_TOKEN.to_owned(),
             data_dir: data_dir.into(),
             bump_revision: DEFAULT_BUMP_REVISION,
+            trailer_verified: false,
         }
     }
 

@@ -56,8 +56,9 @@ pub(crate) fn entry(manifest: &Manifest, kind: ObjectKind) -> Result<&ObjectEntr
 
 /// Streams the set's etcd snapshot into a new file `dest` (mode 0600: the snapshot holds every
 /// Secret), decrypting and decompressing on the way. Checks, before returning `Ok`: the stored
-/// bytes' size and sha256 (codec), the raw size and sha256 (codec, and here), and etcd's trailer:
-/// the last 32 bytes must be the sha256 of everything before them. On any error `dest` is removed.
+/// bytes' size and sha256 (codec), the raw size and sha256, and etcd's trailer: the last 32 bytes
+/// must be the sha256 of everything before them (both from one hashing pass, here). On any error
+/// `dest` is removed.
 pub async fn snapshot_to_file(
     store: &dyn SnapshotStore,
     manifest: &Manifest,
@@ -87,7 +88,10 @@ async fn snapshot_to_file_inner(
         .open(dest)
         .map_err(|e| Error::io(format!("cannot create {}", dest.display()), e))?;
     let stored = store.get_object(&manifest.id, &entry.name).await?;
-    let mut raw = codec::decode(stored, entry, manifest.compression, &manifest.encryption, key)?;
+    // The raw bytes are hashed once, here (the trailer check and the manifest's raw sha256 come
+    // from the same pass), so the decoder skips its own raw hash.
+    let opts = codec::DecodeOptions { hash_raw: false };
+    let mut raw = codec::decode_with(stored, entry, manifest.compression, &manifest.encryption, key, opts)?;
 
     // Hashing and writing run on their own thread, beside the decoder's.
     let (tx, rx) = mpsc::channel::<Bytes>(8);
@@ -128,7 +132,9 @@ async fn snapshot_to_file_inner(
 }
 
 /// Hashes chunks as they come (holding back the last 32 bytes, which should be the trailer),
-/// writes them to `file`, fsyncs it and checks the trailer.
+/// writes them to `file` and checks the trailer. The file is not fsynced: it is a transient copy
+/// that the restore tool reads at once (from the page cache), and it is downloaded again after a
+/// crash; the restored data dir is what must be durable, and the tool syncs that.
 fn write_and_hash(
     mut file: File,
     mut rx: mpsc::Receiver<Bytes>,
@@ -155,7 +161,7 @@ fn write_and_hash(
             }
         }
     }
-    file.sync_all().map_err(|e| Error::io(format!("cannot sync {dest}"), e))?;
+    file.flush().map_err(|e| Error::io(format!("cannot write {dest}"), e))?;
     if held.len() < TRAILER || size % 512 != TRAILER as u64 {
         return Err(Error::integrity(
             what,

@@ -152,6 +152,7 @@ pub async fn drill(
     let data_dir = tmp.path().join("etcd");
     let spec = RestoreSpec {
         bump_revision: 0,
+        trailer_verified: true, // checked while downloading
         ..RestoreSpec::new(DRILL_MEMBER, "http://127.0.0.1:2380", &data_dir)
     };
     let etcd = restorer.restore(&snapshot_path, &spec).await?;

@@ -228,7 +228,8 @@ impl<'a> Restore<'a> {
         let target = resolve_target(&opts.member.data_dir)?;
         let partial = datadir::partial_path(&target);
         let download_to = datadir::download_path(&target, manifest.id.as_str());
-        let etcd = self.etcd.plan(&download_to, &opts.member.with_data_dir(&partial)).await?;
+        let spec = RestoreSpec { trailer_verified: true, ..opts.member.with_data_dir(&partial) };
+        let etcd = self.etcd.plan(&download_to, &spec).await?;
         let mut notes = Vec::new();
         if !manifest.etcd_hash_verified {
             notes.push(
@@ -363,7 +364,8 @@ impl<'a> Restore<'a> {
         let lock = datadir::check_not_in_use(&target)?;
 
         // 4. Restore beside the target, then swap.
-        let spec = opts.member.with_data_dir(&plan.partial);
+        // The trailer was checked while downloading: the tool need not hash the file again.
+        let spec = RestoreSpec { trailer_verified: true, ..opts.member.with_data_dir(&plan.partial) };
         let etcd = self.etcd.restore(&plan.download_to, &spec).await.map_err(|e| restore_failed(e, id))?;
         if plan.data_dir_exists
             && let Err(e) = datadir::match_owner(&plan.partial, &target)

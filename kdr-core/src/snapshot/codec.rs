@@ -506,6 +506,34 @@ pub fn decode(
     encryption: &Encryption,
     key: Option<&EncryptionKey>,
 ) -> Result<ByteStream> {
+    decode_with(stored, entry, compression, encryption, key, DecodeOptions::default())
+}
+
+/// How [`decode_with`] checks what it decodes.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeOptions {
+    /// Hash the raw bytes and check them against `entry.raw_sha256` (on by default). A caller
+    /// that hashes the raw stream itself (the restore does, to check etcd's trailer in the same
+    /// pass) turns this off to save a pass, and must then check `raw_sha256` itself. The stored
+    /// size and sha256 and the raw size are always checked.
+    pub hash_raw: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { hash_raw: true }
+    }
+}
+
+/// [`decode`], with [`DecodeOptions`].
+pub fn decode_with(
+    stored: ByteStream,
+    entry: &ObjectEntry,
+    compression: Compression,
+    encryption: &Encryption,
+    key: Option<&EncryptionKey>,
+    opts: DecodeOptions,
+) -> Result<ByteStream> {
     let identity = check_key(encryption, key)?.and_then(|k| k.identity);
     let (tx, rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
     let handle = tokio::runtime::Handle::current();
@@ -519,7 +547,7 @@ pub fn decode(
             error: None,
         }));
         let reader = StoredReader { state: state.clone(), handle: handle.clone() };
-        let result = run_decode(reader, &entry, compression, identity.as_ref(), &tx);
+        let result = run_decode(reader, &entry, compression, identity.as_ref(), opts, &tx);
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         // An input (download) error outranks what it caused downstream.
         let outcome = match (st.error.take(), result) {
@@ -575,6 +603,7 @@ fn run_decode(
     entry: &ObjectEntry,
     compression: Compression,
     identity: Option<&age::x25519::Identity>,
+    opts: DecodeOptions,
     tx: &mpsc::Sender<Result<Bytes>>,
 ) -> Result<()> {
     let what = &entry.name;
@@ -612,7 +641,9 @@ fn run_decode(
         }
         let chunk = buf.split_to(filled).freeze();
         buf = BytesMut::zeroed(OUT_CHUNK);
-        hasher.update(&chunk);
+        if opts.hash_raw {
+            hasher.update(&chunk);
+        }
         size += filled as u64;
         if tx.blocking_send(Ok(chunk)).is_err() {
             return Err(Error::Cancelled { what: format!("decoding {what}") });
@@ -625,7 +656,7 @@ fn run_decode(
         ));
     }
     let sha = hex::encode(hasher.finalize());
-    if sha != entry.raw_sha256 {
+    if opts.hash_raw && sha != entry.raw_sha256 {
         return Err(Error::integrity(
             what,
             format!("raw sha256 is {sha}, the manifest says {}", entry.raw_sha256),

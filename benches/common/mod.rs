@@ -1,0 +1,301 @@
+//! Helpers shared by the benches: the etcd db generator (its dbs are cached under
+//! `<target>/kdr-bench/` and reused by every bench), local etcd and s3s-fs servers, the release
+//! `kdr` binary, and timing with peak RSS.
+#![allow(dead_code)] // each bench uses a subset
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+const VALUE_SIZE: usize = 8 * 1024;
+const PUTS_PER_TXN: usize = 96;
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+pub fn etcd_bin(name: &str) -> PathBuf {
+    match std::env::var_os("KDR_ETCD_3_5_DIR") {
+        Some(d) => Path::new(&d).join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process killed on drop.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_port(port: u16, what: &str) -> Result<()> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not start listening on port {port}")
+}
+
+pub fn start_etcd(data_dir: &Path, extra: &[&str]) -> Result<(Server, String)> {
+    let port = free_port()?;
+    let peer = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(data_dir.with_extension("log"))?;
+    let child = Command::new(etcd_bin("etcd"))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
+        .arg("--quota-backend-bytes=8589934592")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start etcd (source .tools/env for KDR_ETCD_3_5_DIR)")?;
+    let server = Server(child);
+    wait_port(port, "etcd")?;
+    std::thread::sleep(Duration::from_millis(500));
+    Ok((server, url))
+}
+
+/// Generates a db of about `mb` MB: 8 KiB values, half noise and half text (Kubernetes objects
+/// compress roughly 2-4x), in /registry/<resource>/ keys.
+pub fn generate(dir: &Path, mb: usize) -> Result<()> {
+    let done = dir.join(".complete");
+    if done.exists() {
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir.parent().unwrap())?;
+    eprintln!("generating a {mb} MB etcd db in {} (once; cached)", dir.display());
+    let (server, url) = start_etcd(dir, &["--unsafe-no-fsync"])?;
+    let keys = mb * 1024 * 1024 / VALUE_SIZE;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let client = etcd_client::Client::connect([url.as_str()], None).await?;
+        let mut tasks = Vec::new();
+        let workers = 4;
+        for w in 0..workers {
+            let mut kv = client.kv_client();
+            tasks.push(tokio::spawn(async move {
+                let mut x: u64 = 0x9e3779b97f4a7c15 ^ (w as u64 + 1);
+                let text =
+                    b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"namespace\":\"bench\"}}";
+                let mut i = w;
+                while i < keys {
+                    let mut ops = Vec::new();
+                    for j in i..(i + PUTS_PER_TXN * workers).min(keys) {
+                        if j % workers != w {
+                            continue;
+                        }
+                        let mut value = Vec::with_capacity(VALUE_SIZE);
+                        while value.len() < VALUE_SIZE / 2 {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            value.extend_from_slice(&x.to_le_bytes());
+                        }
+                        while value.len() < VALUE_SIZE {
+                            value.extend_from_slice(text);
+                        }
+                        value.truncate(VALUE_SIZE);
+                        let resource = ["configmaps", "secrets", "pods", "events"][j % 4];
+                        ops.push(etcd_client::TxnOp::put(
+                            format!("/registry/{resource}/bench/obj-{j:08}"),
+                            value,
+                            None,
+                        ));
+                    }
+                    kv.txn(etcd_client::Txn::new().and_then(ops)).await?;
+                    i += PUTS_PER_TXN * workers;
+                }
+                Ok::<_, etcd_client::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
+    })?;
+    drop(server);
+    std::fs::write(done, b"")?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Measure {
+    /// Wall time in seconds.
+    pub secs: f64,
+    /// Peak RSS in KiB.
+    pub rss_kib: u64,
+}
+
+/// Runs `cmd` under /usr/bin/time and returns (wall seconds, peak RSS KiB).
+pub fn measure(cmd: &mut Command, what: &str) -> Result<Measure> {
+    let times = tempfile::NamedTempFile::new()?;
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-o").arg(times.path()).arg("-f").arg("%e %M").arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let out = timed.output().context("run /usr/bin/time (apt-get install time)")?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(times.path())?;
+    let mut it = text.split_whitespace();
+    let secs: f64 = it.next().context("time output")?.parse()?;
+    let rss_kib: u64 = it.next().context("time output")?.parse()?;
+    Ok(Measure { secs, rss_kib })
+}
+
+pub fn median(v: &mut [Measure]) -> Measure {
+    v.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let secs = v[v.len() / 2].secs;
+    let rss_kib = v.iter().map(|m| m.rss_kib).max().unwrap_or(0);
+    Measure { secs, rss_kib }
+}
+
+/// Builds the release `kdr` and copies it to `<bench dir>/kdr-<tag>`, so that another build in a
+/// shared target dir cannot swap the binary under a running bench. Checks it has `subcommand`.
+pub fn release_kdr(target: &Path, tag: &str, subcommand: &str) -> Result<PathBuf> {
+    eprintln!("building the release kdr binary");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "kdr-cli", "--bin", "kdr"])
+        .env("CARGO_TARGET_DIR", target)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release -p kdr-cli failed");
+    }
+    let copy = target.join("kdr-bench").join(format!("kdr-{tag}"));
+    std::fs::create_dir_all(copy.parent().unwrap())?;
+    std::fs::copy(target.join("release/kdr"), &copy)?;
+    let help = Command::new(&copy).args([subcommand, "--help"]).output()?;
+    if !help.status.success() {
+        bail!("the kdr just built has no `{subcommand}` (another build replaced it?); run the bench again");
+    }
+    Ok(copy)
+}
+
+/// Starts s3s-fs (`$KDR_S3S_FS`) on a free loopback port over `root` (buckets are its subdirs),
+/// with access key `bench` / secret `bench-secret`. Returns the server and its endpoint URL.
+pub fn start_s3s(root: &Path) -> Result<(Server, String)> {
+    let s3s = std::env::var_os("KDR_S3S_FS").map(PathBuf::from).context("KDR_S3S_FS (source .tools/env)")?;
+    let port = free_port()?;
+    let child = Command::new(&s3s)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            "bench",
+            "--secret-key",
+            "bench-secret",
+        ])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start s3s-fs")?;
+    let server = Server(child);
+    wait_port(port, "s3s-fs")?;
+    Ok((server, format!("http://127.0.0.1:{port}")))
+}
+
+/// The environment for `kdr` to use the s3s-fs at `endpoint`.
+pub fn s3_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
+        .env("AWS_REGION", "us-east-1")
+}
+
+/// What [`measure_polled`] saw.
+#[derive(Clone, Copy, Debug)]
+pub struct Polled {
+    /// Wall time and the peak RSS of the process itself (its `VmHWM`, children excluded).
+    pub own: Measure,
+    /// The peak RSS of any of its child processes (e.g. the etcdutl that `kdr restore` runs), KiB.
+    pub children_rss_kib: u64,
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `cmd`, polling `/proc` every 5 ms for the peak RSS of the process itself (`VmHWM`, a
+/// high-water mark, so a late poll still sees an earlier peak) and of its children; `/usr/bin/time`
+/// would report the largest of the whole tree instead.
+#[allow(clippy::disallowed_methods)] // a bench measures real wall time
+pub fn measure_polled(cmd: &mut Command, what: &str) -> Result<Polled> {
+    let started = std::time::Instant::now();
+    // Output goes to a file, so a chatty process never blocks on a full pipe.
+    let mut log = tempfile::tempfile()?;
+    let mut child = cmd
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .spawn()
+        .with_context(|| format!("start {what}"))?;
+    let pid = child.id();
+    let (mut own, mut children) = (0u64, std::collections::BTreeMap::<u32, u64>::new());
+    let status = loop {
+        if let Some(h) = vm_hwm_kib(pid) {
+            own = own.max(h);
+        }
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for kid in kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()) {
+            if let Some(h) = vm_hwm_kib(kid) {
+                let e = children.entry(kid).or_default();
+                *e = (*e).max(h);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        log.rewind()?;
+        log.read_to_string(&mut text)?;
+        bail!("{what} failed: {text}");
+    }
+    Ok(Polled {
+        own: Measure { secs, rss_kib: own },
+        children_rss_kib: children.values().copied().max().unwrap_or(0),
+    })
+}
