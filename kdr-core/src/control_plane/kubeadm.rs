@@ -1427,4 +1427,26 @@ apiServer:
         assert_eq!(s.bind_port, 6443);
         assert!(toml::from_str::<KubeadmSettings>("no_such_key = 1\n").is_err());
     }
+
+    #[tokio::test]
+    async fn same_host_restarts_kubelet_and_waits_for_the_api_server_instead_of_init() {
+        let fake = Arc::new(RecordingNodeRemote::new("master-1"));
+        fake.respond("kubeadm-config.yaml", Reply::exit(0, CLUSTER_V1BETA3, ""))
+            .respond("get --raw=/readyz", Reply::exit(1, "", "connection refused"));
+        let node = NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() };
+        let settings = KubeadmSettings { init_timeout: Duration::from_millis(300), ..Default::default() };
+        let init = KubeadmInit::new(settings, node.clone(), node, fake.clone()).same_host(true);
+        assert!(matches!(init.init().await, Err(Error::Timeout { .. })), "an API server that never answers");
+        fake.respond("get --raw=/readyz", Reply::exit(0, "ok", ""));
+        let report = init.init().await.unwrap();
+        assert_eq!(report.endpoint, "192.168.30.200:6443", "from the restored ClusterConfiguration");
+        let cmds = fake.commands();
+        assert!(
+            cmds.iter().all(|c| !c.starts_with("kubeadm ")),
+            "no kubeadm init on the same host: {cmds:?}"
+        );
+        assert_eq!(cmds.iter().filter(|c| *c == "systemctl restart kubelet").count(), 2);
+        assert!(cmds.last().unwrap().starts_with("[ -f "), "{cmds:?}");
+        assert!(cmds.iter().any(|c| c == "install -D -m 0600 /etc/kubernetes/admin.conf /root/.kube/config"));
+    }
 }
