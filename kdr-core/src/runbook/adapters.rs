@@ -327,7 +327,18 @@ mod tests {
             n.respond("grep -E", Reply::exit(0, "    server: https://10.0.0.1:6443\n", ""))
                 .respond("systemctl is-active", Reply::exit(0, "active\n", ""));
         }
-        nodes[2].respond("systemctl restart kubelet", Reply::exit(1, "", "Job for kubelet.service failed"));
+        // Each rewire phase reaches a node as one step script; a real node prints a `kdr-step:`
+        // marker before each step, so the failure is attributed to the step that was running.
+        nodes[2].respond(
+            "systemctl restart kubelet",
+            Reply::exit(
+                1,
+                "kdr-step: read kubelet kubeconfig\n    server: https://10.0.0.1:6443\n\
+                 kdr-step: back up kubelet kubeconfig\nkdr-step: rewrite kubelet kubeconfig\n\
+                 kdr-step: restart kubelet\n",
+                "Job for kubelet.service failed",
+            ),
+        );
         let targets = nodes
             .iter()
             .map(|n| WorkerTarget {
