@@ -47,18 +47,38 @@ pub fn init_tracing(g: &GlobalArgs) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// Loads the configuration: file (if any), then the environment. Flags are applied by the caller.
+/// The config file: `--config`, else `KDR_CONFIG`, else /etc/kdr/kdr.toml if it exists.
+fn config_path(g: &GlobalArgs, env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    g.config
+        .clone()
+        .or_else(|| env.get("KDR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()))
+}
+
+/// Loads the configuration with [`Config::load`]: the file (if any), then the environment. Flags
+/// are applied by the caller.
 pub fn load_config(g: &GlobalArgs) -> anyhow::Result<Config> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let path =
-        g.config.clone().or_else(|| env.get("KDR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
-    let mut config = match path {
-        Some(p) => Config::from_file(&p)?,
-        None if std::path::Path::new(DEFAULT_CONFIG).exists() => Config::from_file(DEFAULT_CONFIG.as_ref())?,
-        None => Config::default(),
-    };
-    config.apply_env(&env)?;
-    Ok(config)
+    match config_path(g, &env) {
+        Some(p) => Ok(Config::load(&p, &env)?),
+        None => {
+            let mut config = Config::default();
+            config.apply_env(&env)?;
+            Ok(config)
+        }
+    }
+}
+
+/// Like [`load_config`], for commands that cannot run without a file (`needs` says what from it).
+pub fn require_config(g: &GlobalArgs, command: &str, needs: &str) -> anyhow::Result<Config> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let path = config_path(g, &env).ok_or_else(|| {
+        kdr_core::Error::config(
+            "--config",
+            format!("{command} needs the config file ({needs}): pass --config FILE"),
+        )
+    })?;
+    Ok(Config::load(&path, &env)?)
 }
 
 /// Treats a failure while reading configuration inputs (key files, URLs, options) as a usage or

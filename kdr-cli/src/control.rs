@@ -7,14 +7,11 @@ use clap::Args;
 use kdr_core::clock::SystemClock;
 use kdr_core::monitor::control::{ControlRequest, request};
 
-use crate::common::GlobalArgs;
+use crate::common::{self, GlobalArgs};
 
-/// `[monitor] state_dir` of the shared config file (which also holds sections other commands
-/// own, so it is read with the monitor's loader).
+/// `[monitor] state_dir` of the config file (the default when there is none).
 fn state_dir_from_config(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    let path = g.config.clone().or_else(|| std::env::var_os("KDR_CONFIG").map(PathBuf::from));
-    let path = path.unwrap_or_else(|| PathBuf::from("/etc/kdr/kdr.toml"));
-    Ok(kdr_core::monitor::config::load_shared(&path)?.monitor.state_dir)
+    Ok(common::load_config(g)?.monitor.state_dir)
 }
 
 #[derive(Debug, Args)]

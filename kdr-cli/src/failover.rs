@@ -1,13 +1,11 @@
 //! `kdr failover --config FILE [--dry-run] [--epoch N]`: promote this standby (claim, fence,
 //! restore, kubeadm init, workers, checks, hooks), resuming from the journal after a crash.
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
 use kdr_core::clock::SystemClock;
-use kdr_core::runbook::{FailoverConfig, build_runbook};
+use kdr_core::runbook::build_runbook;
 
 use crate::common::{self, GlobalArgs, Output};
 
@@ -22,24 +20,8 @@ pub struct FailoverArgs {
     epoch: Option<u64>,
 }
 
-fn config_path(g: &GlobalArgs, env: &BTreeMap<String, String>) -> anyhow::Result<PathBuf> {
-    g.config
-        .clone()
-        .or_else(|| env.get("KDR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
-        .or_else(|| Some(PathBuf::from("/etc/kdr/kdr.toml")).filter(|p| p.exists()))
-        .ok_or_else(|| {
-            kdr_core::Error::config(
-                "--config",
-                "kdr failover needs the config file ([promotion], [fence], [store], [[workers]], ...): pass --config FILE",
-            )
-            .into()
-        })
-}
-
 pub async fn run(g: &GlobalArgs, a: FailoverArgs) -> anyhow::Result<ExitCode> {
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    let mut cfg = FailoverConfig::load(&config_path(g, &env)?)?;
-    cfg.apply_env(&env)?;
+    let cfg = common::require_config(g, "kdr failover", "[promotion], [fence], [store], [[workers]], ...")?;
     let runbook = build_runbook(&cfg, Arc::new(SystemClock))?;
     if a.dry_run {
         let plan = runbook.plan(a.epoch).await?;

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             Command::Pause(a) => control::run(&cli.global, ControlRequest::Pause, a).await,
             Command::Resume(a) => control::run(&cli.global, ControlRequest::Resume, a).await,
             Command::Rearm(a) => control::run(&cli.global, ControlRequest::Rearm, a).await,
-            Command::Rejoin(args) => rejoin::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Rejoin(args) => rejoin::run(&cli.global, args).await.map(|()| ExitCode::SUCCESS),
             Command::Failover(args) => failover::run(&cli.global, args).await,
         }
     });

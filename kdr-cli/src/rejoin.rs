@@ -6,13 +6,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kdr_core::clock::SystemClock;
-use kdr_core::workers::{JoinSource, RecoveryFileConfig, RecoveryMode, RecoveryRequest, recover_from_config};
+use kdr_core::workers::{JoinSource, RecoveryMode, RecoveryRequest, recover_from_config};
+
+use crate::common::{self, GlobalArgs};
 
 #[derive(Debug, Args)]
 pub struct RejoinArgs {
-    /// The kdr config file ([ssh], [[workers]], [worker_recovery]).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
     /// Recover only this worker (repeatable); default: every [[workers]] entry.
     #[arg(long = "worker", value_name = "NAME")]
     workers: Vec<String>,
@@ -44,8 +43,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30m or 2h ({e})"))
 }
 
-pub async fn run(args: RejoinArgs) -> anyhow::Result<()> {
-    let cfg = RecoveryFileConfig::load(&args.config)?;
+pub async fn run(g: &GlobalArgs, args: RejoinArgs) -> anyhow::Result<()> {
+    let cfg = common::require_config(g, "kdr rejoin", "[ssh], [[workers]], [worker_recovery]")?;
     let join = match args.join_command_file {
         Some(f) => JoinSource::File(f),
         None => JoinSource::CreateToken {

@@ -1,6 +1,11 @@
 //! kdr's configuration: a TOML file, then `KDR_*` (and the standard `AWS_*`, `GOOGLE_*`,
 //! `AZURE_*`) environment variables, then command-line flags, each overriding the one before.
 //!
+//! [`Config`] is the one typed view of the whole file, shared by every `kdr` command and by
+//! `kdr-monitor`: each section is a field holding its owner module's settings struct. A
+//! top-level section or a key no one reads is [`Error::Config`] naming it. `examples/kdr.toml`
+//! documents every key with its default.
+//!
 //! Library code never reads the process environment: [`Config::apply_env`] takes the variables
 //! as a map (the binary passes `std::env::vars()`), so the mapping is testable without
 //! `set_var`. Secrets (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, Azure/GCS keys) come only
@@ -43,7 +48,8 @@ use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions, EncryptionKey};
 use crate::snapshot::retention::RetentionPolicy;
 use crate::snapshot::{Compression, StoreOptions};
 
-/// The whole configuration. Every section and field has a default.
+/// The whole configuration file. Every section and field has a default (except what a command
+/// needs to be told, e.g. the store URL or the promotion's node names, checked where used).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -65,7 +71,41 @@ pub struct Config {
     /// `[monitor]` (see [`MonitorConfig`](crate::monitor::config::MonitorConfig)): what
     /// `kdr-monitor run` does.
     pub monitor: crate::monitor::config::MonitorConfig,
+    /// `[ssh]`: how kdr reaches the workers and the old primary (`kdr failover`, `kdr rejoin`).
+    pub ssh: crate::remote::SshConfig,
+    /// `[[workers]]`: the worker nodes recovered after a promotion (default: none).
+    pub workers: Vec<crate::workers::WorkerConfig>,
+    /// `[worker_recovery]`: how workers are recovered.
+    pub worker_recovery: crate::workers::WorkerRecoveryConfig,
+    /// `[promotion]` (see [`PromotionSettings`](crate::runbook::PromotionSettings)): the
+    /// standby being promoted by `kdr failover` and the node it replaces.
+    pub promotion: crate::runbook::PromotionSettings,
+    /// `[kubeadm]`: how the promoted control plane is initialised.
+    pub kubeadm: crate::control_plane::KubeadmSettings,
+    /// `[fence]`: how the old primary is fenced.
+    pub fence: crate::fence::FenceSettings,
+    /// `[hooks]`: pre/post promotion hooks.
+    pub hooks: crate::runbook::HooksSettings,
 }
+
+/// The top-level sections of the file, in the order `examples/kdr.toml` documents them.
+pub const SECTIONS: &[&str] = &[
+    "cluster",
+    "etcd",
+    "store",
+    "backup",
+    "retention",
+    "restore",
+    "detector",
+    "monitor",
+    "ssh",
+    "workers",
+    "worker_recovery",
+    "promotion",
+    "kubeadm",
+    "fence",
+    "hooks",
+];
 
 /// `[cluster]`: identity of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,17 +270,41 @@ fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
 }
 
 impl Config {
-    /// Parses a TOML document; `origin` names it in errors.
+    /// Parses a TOML document; `origin` names it in errors. An unknown top-level section is
+    /// [`Error::Config`] with key `"<section> in <origin>"`; an unknown key or a wrong value names
+    /// the key (and its line). Checks that need no context run here too: duplicate
+    /// `[[workers]]` names, `[fence]` and `[hooks]`.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        if let Some(k) = table.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+            return Err(Error::config(
+                format!("{k} in {origin}"),
+                format!("unknown section: kdr reads {}", SECTIONS.join(", ")),
+            ));
+        }
+        let config: Self = toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        let mut seen = std::collections::HashSet::new();
+        if let Some(w) = config.workers.iter().find(|w| !seen.insert(w.name.as_str())) {
+            return Err(Error::config(
+                format!("workers in {origin}"),
+                format!("worker {:?} is listed twice", w.name),
+            ));
+        }
+        config.fence.validate()?;
+        config.hooks.validate()?;
+        Ok(config)
     }
 
-    /// Reads a TOML file. A missing file is [`Error::Config`] naming it.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("config file {}", path.display()), format!("cannot read it: {e}"))
-        })?;
-        Self::from_toml(&text, &format!("config file {}", path.display()))
+    /// The one loader every command uses: reads the TOML file at `path` (a missing or unreadable
+    /// file is [`Error::Config`] naming it), then applies the environment `env` (see
+    /// [`Config::apply_env`]). Flags are applied by the caller.
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self> {
+        let origin = format!("config file {}", path.display());
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(&origin, format!("cannot read it: {e}")))?;
+        let mut config = Self::from_toml(&text, &origin)?;
+        config.apply_env(env)?;
+        Ok(config)
     }
 
     /// Applies environment variables (given as a map), overriding the file:
@@ -496,5 +560,124 @@ mod tests {
             ..Default::default()
         };
         assert!(c.bundle_options().unwrap_err().is_usage());
+    }
+
+    /// Every key of the TOML section `section` (`""`: top level) of `text`, commented out or not.
+    fn documented_keys(text: &str, section: &str) -> Vec<String> {
+        let mut current = String::new();
+        let mut keys = Vec::new();
+        for line in text.lines() {
+            // Commented-out headers (`# [[workers]]`) open their section too.
+            let t = line.trim().trim_start_matches('#').trim_start();
+            if let Some((name, _)) =
+                t.strip_prefix('[').map(|h| h.trim_start_matches('[')).and_then(|h| h.split_once(']'))
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+            {
+                current = name.to_owned();
+                continue;
+            }
+            if current == section
+                && let Some((k, _)) = t.split_once('=')
+                && !k.trim().is_empty()
+                && k.trim().chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+            {
+                keys.push(k.trim().to_owned());
+            }
+        }
+        keys
+    }
+
+    /// examples/kdr.toml: parses with [`Config`] (the loader of every `kdr` command and of
+    /// `kdr-monitor`), documents every key of every section, and shows the defaults except where
+    /// it says "no default" or "Required".
+    #[test]
+    fn the_example_config_documents_and_defaults_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kdr.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::load(&path, &BTreeMap::new()).unwrap();
+
+        let mut want = Config::default();
+        want.etcd.endpoint = Some("https://127.0.0.1:2379".into());
+        want.etcd.cacert = Some("/etc/kubernetes/pki/etcd/ca.crt".into());
+        want.etcd.cert = Some("/etc/kubernetes/pki/apiserver-etcd-client.crt".into());
+        want.etcd.key = Some("/etc/kubernetes/pki/apiserver-etcd-client.key".into());
+        want.store.url = Some("s3://kdr-backups/prod".into());
+        want.promotion.node_name = "master-2".into();
+        want.promotion.advertise_address = "192.168.30.202".into();
+        want.promotion.old_primary_name = "master-1".into();
+        want.promotion.old_primary_address = "192.168.30.200".into();
+        // Section by section first, for a readable failure; then the whole.
+        assert_eq!(c.cluster, want.cluster);
+        assert_eq!(c.etcd, want.etcd);
+        assert_eq!(c.store, want.store);
+        assert_eq!(c.backup, want.backup);
+        assert_eq!(c.retention, RetentionPolicy::default());
+        assert_eq!(c.restore, want.restore);
+        assert_eq!(c.detector, crate::failover::DetectorConfig::default());
+        assert_eq!(c.monitor, crate::monitor::config::MonitorConfig::default());
+        assert_eq!(c.ssh, want.ssh);
+        assert_eq!(c.workers, want.workers);
+        assert_eq!(c.worker_recovery, want.worker_recovery);
+        assert_eq!(c.promotion, want.promotion);
+        assert_eq!(c.kubeadm, crate::control_plane::KubeadmSettings::default());
+        assert_eq!(c.fence, crate::fence::FenceSettings::default());
+        assert_eq!(c.hooks, crate::runbook::HooksSettings::default());
+        assert_eq!(c, want);
+
+        // Every key (Options included: JSON keeps them as null) is documented in its section.
+        let json = serde_json::to_value(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        for section in SECTIONS {
+            if !text.contains(&format!("[{section}]")) && !text.contains(&format!("[[{section}]]")) {
+                missing.push(format!("[{section}]"));
+            }
+        }
+        let mut stack: Vec<(String, &serde_json::Value)> =
+            json.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v)).collect();
+        while let Some((name, v)) = stack.pop() {
+            let Some(fields) = v.as_object() else { continue };
+            let documented = documented_keys(&text, &name);
+            for (k, v) in fields {
+                if v.is_object() {
+                    stack.push((format!("{name}.{k}"), v));
+                } else if !documented.contains(k) {
+                    missing.push(format!("{name}.{k}"));
+                }
+            }
+        }
+        for k in ["name", "host", "port", "user", "key_file"] {
+            if !documented_keys(&text, "workers").iter().any(|d| d == k) {
+                missing.push(format!("workers.{k}"));
+            }
+        }
+        assert!(missing.is_empty(), "examples/kdr.toml does not document: {missing:?}");
+
+        // kdr-monitor check-config accepts it.
+        crate::monitor::config::validate(&c).unwrap();
+        // kdr backup resolves its settings from it.
+        let etcd = c.etcd_options().unwrap();
+        assert_eq!(etcd.endpoint, "https://127.0.0.1:2379");
+        assert_eq!(c.store_url().unwrap(), "s3://kdr-backups/prod");
+        c.store_options().unwrap();
+        c.encode_options().unwrap();
+        assert!(matches!(c.bundle_options().unwrap().spec, BundleSpec::Defaults));
+        // kdr failover's [promotion] is complete.
+        c.promotion.validate().unwrap();
+
+        // An unknown section is rejected, named.
+        let e = Config::from_toml(&format!("{text}\n[monitr]\nlisten = \"x\"\n"), "examples/kdr.toml")
+            .unwrap_err();
+        assert!(matches!(&e, Error::Config { key, .. } if key == "monitr in examples/kdr.toml"), "{e}");
+        assert!(e.is_usage());
+        // So is [primary]: nobody reads it (the old primary is [promotion] old_primary_*).
+        let e = Config::from_toml("[primary]\nname = \"master-1\"\n", "kdr.toml").unwrap_err();
+        assert!(matches!(&e, Error::Config { key, .. } if key == "primary in kdr.toml"), "{e}");
+        // And an unknown key in a known section, named.
+        let e = Config::from_toml("[ssh]\nusr = \"kube\"\n", "kdr.toml").unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("usr"), "{e}");
+        // A missing file names it.
+        let e = Config::load(Path::new("/nonexistent/kdr.toml"), &BTreeMap::new()).unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("/nonexistent/kdr.toml"), "{e}");
     }
 }

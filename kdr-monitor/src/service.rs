@@ -16,9 +16,7 @@ pub struct ConfigArgs {
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {
-    let mut config = kdr_core::monitor::config::load_shared(path)?;
-    config.apply_env(&std::env::vars().collect())?;
-    Ok(config)
+    Ok(Config::load(path, &std::env::vars().collect())?)
 }
 
 fn init_tracing(format: LogFormat) {

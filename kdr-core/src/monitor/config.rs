@@ -354,45 +354,6 @@ impl MonitorConfig {
     }
 }
 
-/// The sections of the shared file that [`Config`] reads; the others (`[promotion]`, `[ssh]`,
-/// ...) belong to `kdr failover`/`kdr rejoin` and are skipped here.
-const CONFIG_SECTIONS: &[&str] =
-    &["cluster", "etcd", "store", "backup", "retention", "restore", "detector", "monitor"];
-const OTHER_SECTIONS: &[&str] =
-    &["ssh", "workers", "worker_recovery", "promotion", "kubeadm", "fence", "hooks", "primary"];
-
-/// Parses kdr's shared configuration file for `kdr-monitor`: the sections [`Config`] reads,
-/// skipping those other commands own (as `kdr failover`'s loader does). A section nobody reads
-/// is [`Error::Config`] naming it.
-pub fn parse_shared(text: &str, origin: &str) -> Result<Config> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
-    let mut mine = toml::Table::new();
-    for (k, v) in table {
-        if CONFIG_SECTIONS.contains(&k.as_str()) {
-            mine.insert(k, v);
-        } else if !OTHER_SECTIONS.contains(&k.as_str()) {
-            return Err(Error::config(
-                format!("{k} in {origin}"),
-                format!(
-                    "unknown section: kdr reads {} and {}",
-                    CONFIG_SECTIONS.join(", "),
-                    OTHER_SECTIONS.join(", ")
-                ),
-            ));
-        }
-    }
-    let text = toml::to_string(&mine).map_err(|e| Error::config(origin, e.to_string()))?;
-    Config::from_toml(&text, origin)
-}
-
-/// Reads the shared configuration file (see [`parse_shared`]).
-pub fn load_shared(path: &std::path::Path) -> Result<Config> {
-    let origin = format!("config file {}", path.display());
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::config(&origin, format!("cannot read it: {e}")))?;
-    parse_shared(&text, &origin)
-}
-
 /// Checks everything `kdr-monitor run` will need from `config`, so that a mistake is reported
 /// at start (exit 2) and not at 3 a.m. when the first backup or promotion runs.
 pub fn validate(config: &Config) -> Result<()> {
@@ -531,23 +492,5 @@ mod tests {
         let shown = effective_toml(&c).unwrap();
         assert!(!shown.contains("SECRET") && shown.contains("[monitor]"), "{shown}");
         assert!(!format!("{c:?}").contains("SECRET"));
-    }
-}
-
-#[cfg(test)]
-mod example_tests {
-    use super::*;
-
-    /// examples/kdr.toml parses, documents every section, and shows the defaults.
-    #[test]
-    fn the_example_config_parses_with_the_defaults() {
-        let text = include_str!("../../../examples/kdr.toml");
-        let c = parse_shared(text, "examples/kdr.toml").unwrap();
-        let e = parse_shared("[monitr]\nlisten = \"x\"\n", "kdr.toml").unwrap_err();
-        assert!(e.to_string().contains("monitr in kdr.toml"), "{e}");
-        assert_eq!(c.monitor, MonitorConfig::default());
-        assert_eq!(c.detector, crate::failover::DetectorConfig::default());
-        assert_eq!(c.retention, crate::snapshot::retention::RetentionPolicy::default());
-        validate(&c).unwrap();
     }
 }

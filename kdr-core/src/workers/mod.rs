@@ -42,7 +42,7 @@ mod rejoin;
 
 pub use join::JoinCommand;
 pub use kubectl::KubectlReadiness;
-pub use rejoin::{JoinSource, RecoveryFileConfig, RecoveryRequest, recover_from_config};
+pub use rejoin::{JoinSource, RecoveryRequest, recover_from_config};
 
 /// How workers are brought under the new control plane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,57 +1,16 @@
 //! `kdr rejoin`: one-off worker recovery from the config file, run on the new control plane.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::{
-    JoinCommand, KubectlReadiness, RecoveryMode, RecoveryPlan, RecoveryReport, WorkerConfig,
-    WorkerRecoveryConfig, WorkerTarget, recover_workers,
+    JoinCommand, KubectlReadiness, RecoveryMode, RecoveryPlan, RecoveryReport, WorkerConfig, WorkerTarget,
+    recover_workers,
 };
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::remote::{NodeRemote, SshConfig, SshNodeRemote};
-
-/// The sections of kdr's config file that worker recovery reads (`[ssh]`, `[[workers]]`,
-/// `[worker_recovery]`). Other sections of the shared file are ignored here.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct RecoveryFileConfig {
-    /// `[ssh]`.
-    #[serde(default)]
-    pub ssh: SshConfig,
-    /// `[[workers]]`.
-    #[serde(default)]
-    pub workers: Vec<WorkerConfig>,
-    /// `[worker_recovery]`.
-    #[serde(default)]
-    pub worker_recovery: WorkerRecoveryConfig,
-}
-
-impl RecoveryFileConfig {
-    /// Reads and parses `path`. A syntax error or a wrong value is [`Error::Config`] naming the
-    /// file and the key.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config("--config", format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| match e {
-            Error::Config { key, reason } => Error::config(format!("{key} in {}", path.display()), reason),
-            e => e,
-        })
-    }
-
-    /// Parses config text.
-    pub fn parse(text: &str) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::config("config", e.to_string()))?;
-        let mut seen = std::collections::HashSet::new();
-        for w in &cfg.workers {
-            if !seen.insert(w.name.as_str()) {
-                return Err(Error::config("workers", format!("worker {:?} is listed twice", w.name)));
-            }
-        }
-        Ok(cfg)
-    }
-}
+use crate::remote::{NodeRemote, SshNodeRemote};
 
 /// Where the join command (with its token) comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,12 +42,12 @@ pub struct RecoveryRequest {
     pub join: JoinSource,
 }
 
-/// Recovers the requested workers as configured, with [`KubectlReadiness`] run locally (kdr runs
+/// Recovers the requested workers as configured (`[ssh]`, `[[workers]]`, `[worker_recovery]`), with [`KubectlReadiness`] run locally (kdr runs
 /// on the new control plane). Returns the report; the caller prints it and calls
 /// [`RecoveryReport::check`]. Input errors (unknown worker, missing endpoint, bad key file) are
 /// returned before any worker is touched.
 pub async fn recover_from_config(
-    cfg: &RecoveryFileConfig,
+    cfg: &Config,
     req: &RecoveryRequest,
     clock: &dyn Clock,
 ) -> Result<RecoveryReport> {
@@ -182,7 +141,7 @@ mod tests {
     use super::*;
 
     const CONFIG: &str = r#"
-        [cluster]              # another section of the shared file: ignored here
+        [cluster]
         name = "prod"
 
         [ssh]
@@ -202,21 +161,24 @@ mod tests {
     "#;
 
     #[test]
-    fn parses_the_sections_and_ignores_the_others() {
-        let c = RecoveryFileConfig::parse(CONFIG).unwrap();
+    fn parses_the_recovery_sections() {
+        let c = Config::from_toml(CONFIG, "kdr.toml").unwrap();
         assert_eq!(c.ssh.user, "kube");
         assert_eq!(c.workers.len(), 2);
         assert_eq!(c.workers[1].ssh_target(&c.ssh).port, 2222);
         assert_eq!(c.worker_recovery.mode, RecoveryMode::Rejoin);
-        let e = RecoveryFileConfig::parse("[worker_recovery]\nmode = \"reboot\"").unwrap_err().to_string();
+        let e =
+            Config::from_toml("[worker_recovery]\nmode = \"reboot\"", "kdr.toml").unwrap_err().to_string();
         assert!(e.contains("reboot"), "{e}");
         let twice = "[[workers]]\nname = \"w\"\nhost = \"a\"\n[[workers]]\nname = \"w\"\nhost = \"b\"";
-        assert!(RecoveryFileConfig::parse(twice).unwrap_err().to_string().contains("listed twice"));
+        let e = Config::from_toml(twice, "kdr.toml").unwrap_err();
+        assert!(matches!(&e, Error::Config { key, .. } if key == "workers in kdr.toml"), "{e}");
+        assert!(e.to_string().contains("listed twice"), "{e}");
     }
 
     #[test]
     fn selects_named_workers_or_all() {
-        let c = RecoveryFileConfig::parse(CONFIG).unwrap();
+        let c = Config::from_toml(CONFIG, "kdr.toml").unwrap();
         assert_eq!(select_workers(&c.workers, &[]).unwrap().len(), 2);
         let one = select_workers(&c.workers, &["worker-2".into()]).unwrap();
         assert_eq!(one[0].host, "192.168.30.203");
@@ -230,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn input_errors_come_before_touching_any_worker() {
-        let c = RecoveryFileConfig::parse(CONFIG).unwrap();
+        let c = Config::from_toml(CONFIG, "kdr.toml").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let req = RecoveryRequest {
             workers: vec![],
