@@ -600,3 +600,24 @@ async fn key_inventory_skip_scan_matches_a_full_listing_on_3_5_and_3_4() {
         assert_eq!(inv.revision, status.revision);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_mid_stream_aborts_and_leaves_nothing() {
+    use kdr_core::backup::backup_cancellable;
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    fill(&mut etcd.client().await.unwrap(), 32).await;
+    let store = s3_store("cancelled").await;
+    let opts = options(etcd.endpoint(), EtcdTlsFiles::default(), no_bundle(), EncodeOptions::default());
+    let (progress, reached, resume) = pause_at(16 * 1024 * 1024);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        tokio::spawn(async move { backup_cancellable(&store, &opts, &SystemClock, progress, cancel).await })
+    };
+    wait_reached(reached).await;
+    cancel.cancel();
+    resume.send(()).unwrap();
+    let e = task.await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::Cancelled { .. }), "{e}");
+    assert_nothing_left(&store).await;
+}

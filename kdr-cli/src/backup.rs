@@ -88,7 +88,17 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> anyhow::Result<ExitCode> {
     };
     let store = common::open_store(&config)?;
     let bar = Bar::new(g, "etcd snapshot");
-    let manifest = kdr_core::backup::backup(store.as_ref(), &opts, &SystemClock, bar).await?;
+    // Ctrl-C aborts the upload and removes what was written: nothing partial is listed.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: aborting the backup");
+            on_signal.cancel();
+        }
+    });
+    let manifest =
+        kdr_core::backup::backup_cancellable(store.as_ref(), &opts, &SystemClock, bar, cancel).await?;
     match g.output {
         Output::Json => common::print_json(&manifest)?,
         Output::Table => {

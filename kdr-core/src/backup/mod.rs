@@ -16,6 +16,7 @@ pub mod etcd_source;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use self::bundle::{BundleOptions, BundleSpec, KUBEADM_CONFIG_ETCD_KEY};
 use self::etcd_source::{EtcdSource, EtcdSourceOptions};
@@ -59,6 +60,23 @@ impl Progress for NoProgress {
     fn finish(&self) {}
 }
 
+/// Ends `stream` with [`Error::Cancelled`] as soon as `cancel` fires (checked between chunks and
+/// while waiting for one).
+fn with_cancel(
+    stream: crate::snapshot::ByteStream,
+    cancel: CancellationToken,
+) -> crate::snapshot::ByteStream {
+    futures::stream::unfold(Some((stream, cancel)), |state| async move {
+        let (mut stream, cancel) = state?;
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Some((Err(Error::Cancelled { what: "backup".into() }), None)),
+            item = stream.next() => item.map(|i| (i, Some((stream, cancel)))),
+        }
+    })
+    .boxed()
+}
+
 /// Takes a backup set: see the [module docs](self). Returns the committed manifest.
 ///
 /// Errors name the input at fault: [`Error::NotFound`] for a missing bucket, bundle path or key
@@ -71,6 +89,20 @@ pub async fn backup(
     clock: &dyn Clock,
     progress: Arc<dyn Progress>,
 ) -> Result<Manifest> {
+    backup_cancellable(store, opts, clock, progress, CancellationToken::new()).await
+}
+
+/// [`backup`] that stops when `cancel` is cancelled (e.g. on Ctrl-C): the snapshot stream ends
+/// with [`Error::Cancelled`], so the upload in progress is aborted like any other failure, the
+/// partial objects are removed, and nothing is listed. Returns [`Error::Cancelled`].
+pub async fn backup_cancellable(
+    store: &dyn SnapshotStore,
+    opts: &BackupOptions,
+    clock: &dyn Clock,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<Manifest> {
+    let cancelled = || Error::Cancelled { what: "backup".into() };
     let started_at = clock.utc();
     let started = clock.instant();
     // Cheap checks first: the store, the files. etcd is touched only when both are fine.
@@ -103,6 +135,9 @@ pub async fn backup(
         }
     }
 
+    if cancel.is_cancelled() {
+        return Err(cancelled());
+    }
     let id = SnapshotId::new(started_at);
     tracing::info!(%id, endpoint = source.endpoint(), revision = status.revision, db_size = status.db_size, "backup started");
     let result = async {
@@ -126,11 +161,13 @@ pub async fn backup(
             });
         }
 
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
         let snap = source.snapshot().await?;
         progress.start(status.db_size);
         let p = progress.clone();
-        let stream = snap
-            .stream
+        let stream = with_cancel(snap.stream, cancel.clone())
             .inspect(move |c| match c {
                 Ok(c) => p.advance(c.len() as u64),
                 Err(e) => tracing::debug!(error = %e, "snapshot stream failed"),

@@ -15,6 +15,36 @@
 //! (`AGE-SECRET-KEY-1...`) or a recipient (`age1...`), so a backup host does not have to hold
 //! the secret. A set's manifest records only the recipient, so [`decode`] reports a wrong key
 //! file as such before reading any byte. Keys are never logged, passed in argv, or stored.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> kdr_core::Result<()> {
+//! use futures::StreamExt;
+//! use kdr_core::snapshot::codec::{EncodeOptions, EncryptionKey, decode, encode};
+//! use kdr_core::snapshot::{ObjectEntry, ObjectKind};
+//! use sha2::Digest;
+//!
+//! let key = EncryptionKey::generate();
+//! let opts = EncodeOptions { encryption_key: Some(key.clone()), ..Default::default() };
+//! let raw = futures::stream::iter([Ok(bytes::Bytes::from_static(b"bbolt pages..."))]).boxed();
+//! let encoded = encode(raw, &opts);
+//! let stored: Vec<u8> = encoded.stream.map(|c| c.unwrap().to_vec()).concat().await;
+//! let digest = encoded.raw.digest().await?;
+//!
+//! // What a manifest records, then the way back.
+//! let entry = ObjectEntry {
+//!     name: opts.object_name(ObjectKind::EtcdSnapshot), // "etcd.db.zst.age"
+//!     kind: ObjectKind::EtcdSnapshot,
+//!     stored_size: stored.len() as u64,
+//!     stored_sha256: hex::encode(sha2::Sha256::digest(&stored)),
+//!     raw_size: digest.size,
+//!     raw_sha256: digest.sha256.unwrap(),
+//! };
+//! let back = futures::stream::iter([Ok(bytes::Bytes::from(stored))]).boxed();
+//! let decoded = decode(back, &entry, opts.compression, &opts.encryption(), Some(&key))?;
+//! let raw: Vec<u8> = decoded.map(|c| c.unwrap().to_vec()).concat().await;
+//! assert_eq!(raw, b"bbolt pages...");
+//! # Ok(()) }
+//! ```
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;

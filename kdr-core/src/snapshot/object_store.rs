@@ -12,6 +12,17 @@
 //! Library code never reads the process environment: credentials and endpoints arrive in
 //! [`StoreOptions`], filled by the binary from its flags, config file and `AWS_*`/`KDR_*`
 //! variables.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> kdr_core::Result<()> {
+//! use kdr_core::snapshot::{ObjectStoreSnapshotStore, SnapshotStore, StoreOptions};
+//!
+//! let store = ObjectStoreSnapshotStore::from_url("memory://", &StoreOptions::default())?;
+//! store.check().await?;
+//! assert!(store.list().await?.is_empty());
+//! assert_eq!(store.describe(), "memory://");
+//! # Ok(()) }
+//! ```
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

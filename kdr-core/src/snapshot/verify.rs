@@ -179,10 +179,7 @@ async fn check_decoded(mut raw: ByteStream, entry: &ObjectEntry, manifest: &Mani
     }
 }
 
-/// Downloads object `kind` of a set to `dest`: decoded (decrypted and decompressed, e.g. an
-/// `etcd.db` that `etcdutl snapshot restore` takes) unless `as_stored`. Every byte is verified
-/// against the manifest; the data goes to `<dest>.partial` and is renamed to `dest` only when
-/// complete and verified. Refuses to overwrite `dest`. Returns the bytes written.
+/// [`download_with_progress`] without progress reporting.
 pub async fn download(
     store: &dyn SnapshotStore,
     manifest: &Manifest,
@@ -190,6 +187,23 @@ pub async fn download(
     key: Option<&EncryptionKey>,
     dest: &Path,
     as_stored: bool,
+) -> Result<u64> {
+    download_with_progress(store, manifest, kind, key, dest, as_stored, &crate::backup::NoProgress).await
+}
+
+/// Downloads object `kind` of a set to `dest`: decoded (decrypted and decompressed, e.g. an
+/// `etcd.db` that `etcdutl snapshot restore` takes) unless `as_stored`. Every byte is verified
+/// against the manifest; the data goes to `<dest>.partial` and is renamed to `dest` only when
+/// complete and verified. Refuses to overwrite `dest`. Reports bytes written to `progress`.
+/// Returns the bytes written.
+pub async fn download_with_progress(
+    store: &dyn SnapshotStore,
+    manifest: &Manifest,
+    kind: ObjectKind,
+    key: Option<&EncryptionKey>,
+    dest: &Path,
+    as_stored: bool,
+    progress: &dyn crate::backup::Progress,
 ) -> Result<u64> {
     let entry = manifest.object(kind).ok_or_else(|| Error::NotFound {
         what: format!("{kind:?} object in backup set {}", manifest.id),
@@ -212,16 +226,19 @@ pub async fn download(
     let io = |e| Error::io(format!("failed to write {}", partial.display()), e);
     let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
     let mut written = 0u64;
+    progress.start(if as_stored { entry.stored_size } else { entry.raw_size });
     let result: Result<()> = async {
         while let Some(c) = stream.next().await {
             let c = c?;
             file.write_all(&c).await.map_err(io)?;
             written += c.len() as u64;
+            progress.advance(c.len() as u64);
         }
         file.sync_all().await.map_err(io)?;
         Ok(())
     }
     .await;
+    progress.finish();
     if let Err(e) = result {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(e);
