@@ -72,31 +72,14 @@ fn no_bundle() -> BundleOptions {
     BundleOptions { spec: BundleSpec::None, ..Default::default() }
 }
 
-/// Protobuf-encodes a field (length-delimited), as Kubernetes' storage does.
-fn pb(field: u64, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut put = |mut v: u64| loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    };
-    put(field << 3 | 2);
-    put(data.len() as u64);
-    out.extend_from_slice(data);
-    out
-}
-
 /// The kubeadm-config ConfigMap as the API server stores it in etcd (protobuf).
 fn kubeadm_configmap_value(yaml: &str) -> Vec<u8> {
-    let entry = [pb(1, b"ClusterConfiguration"), pb(2, yaml.as_bytes())].concat();
-    let configmap = [pb(1, b"metadata"), pb(2, &entry)].concat();
+    use kdr_core::backup::bundle::k8s_proto::{ConfigMap, Unknown};
+    use prost::Message as _;
+    let cm = ConfigMap { data: [("ClusterConfiguration".to_owned(), yaml.to_owned())].into() };
     let unknown =
-        [pb(1, b"typeMeta"), pb(2, &configmap), pb(4, b"application/vnd.kubernetes.protobuf")].concat();
-    [b"k8s\x00".as_slice(), &unknown].concat()
+        Unknown { raw: cm.encode_to_vec(), content_type: "application/vnd.kubernetes.protobuf".into() };
+    [b"k8s\x00".as_slice(), &unknown.encode_to_vec()].concat()
 }
 
 /// A kubeadm-like /etc/kubernetes with PKI (the etcd certs included), manifests and an

@@ -162,3 +162,20 @@ impl Error {
         matches!(self, Error::Config { .. })
     }
 }
+
+/// An error and its whole cause chain as one line (`a: b: c`), skipping a cause whose text the
+/// message already contains. Client crates' top-level messages ("error sending request",
+/// "transport error") hide the part an operator needs: connection refused, unknown CA, timeout.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -20,6 +20,7 @@
 //! turned off (`--no-bundle`) or given explicitly (`--bundle PATH`): a DR backup that silently
 //! lacks the CA is a trap. Paths are stored relative to `/` with their modes (keys stay 0600);
 //! files found under `kubernetes_dir` are recorded as under `/etc/kubernetes`.
+use prost::Message as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -280,15 +281,14 @@ pub fn kubeadm_config_from_etcd_value(value: &[u8]) -> Result<Vec<u8>> {
         ));
     }
     let found = if let Some(pb) = value.strip_prefix(b"k8s\x00") {
-        // runtime.Unknown: 1 typeMeta, 2 raw, 3 contentEncoding, 4 contentType.
-        let raw =
-            proto_field(pb, 2).ok_or_else(|| Error::integrity(&what, "protobuf without a raw object"))?;
-        // ConfigMap: 1 metadata, 2 data (map<string,string> entries: 1 key, 2 value).
-        proto_fields(raw, 2)
-            .into_iter()
-            .find(|entry| proto_field(entry, 1) == Some(b"ClusterConfiguration"))
-            .and_then(|entry| proto_field(entry, 2))
-            .map(<[u8]>::to_vec)
+        let unknown = k8s_proto::Unknown::decode(pb)
+            .map_err(|e| Error::integrity(&what, format!("bad protobuf envelope: {e}")))?;
+        if unknown.raw.is_empty() {
+            return Err(Error::integrity(&what, "protobuf without a raw object"));
+        }
+        let cm = k8s_proto::ConfigMap::decode(unknown.raw.as_slice())
+            .map_err(|e| Error::integrity(&what, format!("bad protobuf ConfigMap: {e}")))?;
+        cm.data.get("ClusterConfiguration").map(|s| s.as_bytes().to_vec())
     } else if value.first() == Some(&b'{') {
         let v: serde_json::Value =
             serde_json::from_slice(value).map_err(|e| Error::integrity(&what, format!("bad JSON: {e}")))?;
@@ -302,51 +302,30 @@ pub fn kubeadm_config_from_etcd_value(value: &[u8]) -> Result<Vec<u8>> {
     found.ok_or_else(|| Error::integrity(&what, "the ConfigMap has no ClusterConfiguration entry"))
 }
 
-fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
+/// The two protobuf messages of Kubernetes' storage encoding that kdr reads: the
+/// `runtime.Unknown` envelope (after the `k8s\0` magic) and a `core/v1.ConfigMap`. Only the
+/// fields kdr needs are declared; prost skips the others.
+pub mod k8s_proto {
+    use std::collections::HashMap;
 
-/// All length-delimited occurrences of field `number` in a protobuf message (malformed input
-/// stops the walk).
-fn proto_fields(buf: &[u8], number: u64) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < buf.len() {
-        let Some(tag) = varint(buf, &mut pos) else { break };
-        let (field, wire) = (tag >> 3, tag & 7);
-        match wire {
-            0 => {
-                if varint(buf, &mut pos).is_none() {
-                    break;
-                }
-            }
-            1 => pos += 8,
-            5 => pos += 4,
-            2 => {
-                let Some(len) = varint(buf, &mut pos) else { break };
-                let Some(end) = pos.checked_add(len as usize).filter(|&e| e <= buf.len()) else { break };
-                if field == number {
-                    out.push(&buf[pos..end]);
-                }
-                pos = end;
-            }
-            _ => break,
-        }
+    /// `k8s.io.apimachinery.pkg.runtime.Unknown`: field 2 holds the encoded object.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Unknown {
+        /// The encoded object (here a ConfigMap).
+        #[prost(bytes = "vec", tag = "2")]
+        pub raw: Vec<u8>,
+        /// The content type, e.g. `application/vnd.kubernetes.protobuf`.
+        #[prost(string, tag = "4")]
+        pub content_type: String,
     }
-    out
-}
 
-fn proto_field(buf: &[u8], number: u64) -> Option<&[u8]> {
-    proto_fields(buf, number).into_iter().next()
+    /// `k8s.io.api.core.v1.ConfigMap`: field 2 is `data`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ConfigMap {
+        /// The ConfigMap's data.
+        #[prost(map = "string, string", tag = "2")]
+        pub data: HashMap<String, String>,
+    }
 }
 
 /// Writes the plan as a tar to `out`, returning what was bundled (with each file's sha256).
@@ -531,37 +510,20 @@ mod tests {
         assert_eq!(encryption_config_path("- --etcd-servers=https://x"), None);
     }
 
-    fn pb_len(field: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut put = |mut v: u64| loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        };
-        put(field << 3 | 2);
-        put(data.len() as u64);
-        out.extend_from_slice(data);
-        out
-    }
-
     #[test]
     fn kubeadm_config_from_protobuf_and_json() {
-        let yaml = b"apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n".as_slice();
-        let entry = [pb_len(1, b"ClusterConfiguration"), pb_len(2, yaml)].concat();
-        let other = [pb_len(1, b"Other"), pb_len(2, b"x")].concat();
-        let configmap = [pb_len(1, b"meta"), pb_len(2, &other), pb_len(2, &entry)].concat();
-        let unknown = [
-            pb_len(1, b"typemeta"),
-            pb_len(2, &configmap),
-            pb_len(4, b"application/vnd.kubernetes.protobuf"),
-        ]
-        .concat();
-        let value = [b"k8s\x00".as_slice(), &unknown].concat();
-        assert_eq!(kubeadm_config_from_etcd_value(&value).unwrap(), yaml);
+        let yaml = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n";
+        let cm = k8s_proto::ConfigMap {
+            data: [("Other", "x"), ("ClusterConfiguration", yaml)]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+        };
+        let unknown = k8s_proto::Unknown {
+            raw: prost::Message::encode_to_vec(&cm),
+            content_type: "application/vnd.kubernetes.protobuf".into(),
+        };
+        let value = [b"k8s\x00".as_slice(), &prost::Message::encode_to_vec(&unknown)].concat();
+        assert_eq!(kubeadm_config_from_etcd_value(&value).unwrap(), yaml.as_bytes());
 
         let json = serde_json::json!({"data": {"ClusterConfiguration": "kind: ClusterConfiguration\n"}});
         assert_eq!(

@@ -146,20 +146,6 @@ impl std::fmt::Debug for EtcdSource {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -448,7 +434,7 @@ impl TrailerState {
 
 /// Maps an etcd-client error to a kdr error naming the endpoint and what to check.
 fn unreachable(endpoint: &str, https: bool, doing: &str, e: &etcd_client::Error) -> Error {
-    let text = chain(e);
+    let text = crate::error::error_chain(e);
     let lower = text.to_ascii_lowercase();
     let hint = if ["certificate", "tls", "handshake", "alert", "unknownca"].iter().any(|k| lower.contains(k))
     {

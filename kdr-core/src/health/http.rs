@@ -156,19 +156,6 @@ impl ApiServerProbeBuilder {
     }
 }
 
-/// The whole cause chain, since reqwest's top-level message ("error sending request") hides
-/// the interesting part (connection refused, certificate unknown, timed out).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[async_trait]
 impl HealthProbe for ApiServerProbe {
     fn name(&self) -> &str {
@@ -185,7 +172,7 @@ impl HealthProbe for ApiServerProbe {
             Err(e) if e.is_timeout() => {
                 return ProbeResult::down(format!("{}: no answer within {:?}", self.name, self.timeout));
             }
-            Err(e) => return ProbeResult::down(format!("{}: {}", self.name, chain(&e))),
+            Err(e) => return ProbeResult::down(format!("{}: {}", self.name, crate::error::error_chain(&e))),
         };
         let status = response.status();
         let body = match response.text().await {
@@ -194,7 +181,7 @@ impl HealthProbe for ApiServerProbe {
                 return ProbeResult::down(format!(
                     "{}: HTTP {status}, body unreadable: {}",
                     self.name,
-                    chain(&e)
+                    crate::error::error_chain(&e)
                 ));
             }
         };

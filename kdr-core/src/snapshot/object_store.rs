@@ -395,7 +395,7 @@ fn parse_manifest(id: &str, bytes: &[u8]) -> Result<Manifest> {
 
 /// Maps an `object_store` error to a kdr [`Error`] that names the store and the fix.
 pub(crate) fn map_store_error(store: &str, doing: &str, e: object_store::Error) -> Error {
-    let text = error_chain(&e);
+    let text = crate::error::error_chain(&e);
     let lower = text.to_ascii_lowercase();
     if lower.contains("nosuchbucket") || lower.contains("the specified bucket does not exist") {
         return Error::NotFound {
@@ -450,17 +450,6 @@ pub(crate) fn map_store_error(store: &str, doing: &str, e: object_store::Error) 
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// An error's own message plus its root cause when the message does not already say it: client
