@@ -7,6 +7,9 @@
 //! kubelet.conf, `mv` moving directories aside, the JoinConfiguration file written through stdin.
 //!
 //! This file holds the node side (SshNodeRemote and worker recovery); the runbook steps join it.
+
+/// The runbook steps (claims, fence, kubeadm, resume after a crash) on real S3, etcd and sshd.
+mod runbook;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -301,6 +301,7 @@ async fn kubeadm_init_failure_is_a_command_error_naming_the_node() {
 
 // ---- the whole runbook against real etcd, S3 and sshd nodes ---------------------------------
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
