@@ -1,7 +1,7 @@
 //! `kdr failover` end to end through the real binary: configuration errors exit 2 naming the key;
 //! `--dry-run` over a real backup set (taken from a real etcd into a `file://` store) prints the
 //! whole plan and changes nothing. The promotion itself is tested against real etcd, S3 and sshd
-//! nodes in the workspace's tests/runbook.rs.
+//! nodes in the workspace's tests/promotion/runbook.rs.
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;

@@ -102,7 +102,7 @@ async fn file_store_concurrent_claimers_exactly_one_wins() {
 /// The same race on the S3 server. s3s-fs 0.14.1 (the default test image) checks `If-None-Match:
 /// *` and then writes (s3.rs, put_object), so concurrent creates can all succeed there; AWS S3,
 /// MinIO, GCS and Azure create atomically. Run it against such a server:
-/// `KDR_TEST_S3_IMAGE=<minio image> cargo test --test runbook -- --ignored`.
+/// `KDR_TEST_S3_IMAGE=<minio image> cargo test --all-features --test promotion -- --ignored`.
 #[tokio::test]
 #[ignore = "needs an S3 server with atomic conditional writes (s3s-fs 0.14.1 is check-then-write)"]
 async fn s3_concurrent_claimers_exactly_one_wins() {
