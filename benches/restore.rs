@@ -12,6 +12,9 @@
 //!   stored and raw sha256 and etcd's trailer verified while streaming, then the same etcdutl
 //!   (told the trailer is verified), then the swap into place.
 //!
+//! - `kdr restore --store file://...` of the same set (the bucket's directory), to show kdr's own
+//!   cost apart from the S3 server's.
+//!
 //! Wall time and peak RSS are the median and max over runs. RSS is polled from `/proc`: kdr's own
 //! peak (`VmHWM` of the kdr process), and separately the peak of the etcdutl it runs, which is
 //! the same work as the reference's. Goals (issue 4): time ratio ≤ 1.3, kdr's own peak RSS
@@ -107,7 +110,8 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out)?;
 
-        let (mut reference, mut ours, mut tool_rss) = (Vec::new(), Vec::new(), 0u64);
+        let (mut reference, mut ours, mut ours_file, mut tool_rss) =
+            (Vec::new(), Vec::new(), Vec::new(), 0u64);
         for run in 0..runs {
             let ref_dir = out.join(format!("etcdutl-{run}"));
             let r = measure_polled(
@@ -153,8 +157,31 @@ fn main() -> Result<()> {
                 bail!("kdr restore left no db in {}", kdr_dir.display());
             }
             std::fs::remove_dir_all(&kdr_dir)?;
+
+            // The same set read from the bucket's directory directly (file://): kdr without the
+            // S3 server's cost.
+            let file_dir = out.join(format!("kdr-file-{run}"));
+            let f = measure_polled(
+                Command::new(&kdr)
+                    .args(["restore", "--no-bundle", "--name", "default", "--store"])
+                    .arg(format!("file://{}", dir.join("s3/kdr/restore-bench").display()))
+                    .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--bump-revision", BUMP])
+                    .arg("--data-dir")
+                    .arg(&file_dir)
+                    .env("KDR_ETCDUTL", etcd_bin("etcdutl")),
+                "kdr restore from file://",
+            )?;
+            ours_file.push(f.own);
+            std::fs::remove_dir_all(&file_dir)?;
         }
-        rows.push((mb, snap_size, median(&mut reference), median(&mut ours), tool_rss));
+        rows.push((
+            mb,
+            snap_size,
+            median(&mut reference),
+            median(&mut ours),
+            tool_rss,
+            median(&mut ours_file),
+        ));
     }
 
     println!();
@@ -165,17 +192,36 @@ fn main() -> Result<()> {
         "median of {runs} runs; peak RSS is the max over runs (kdr: its own process; etcdutl under kdr: separately)"
     );
     println!(
-        "{:>8} {:>11} | {:>22} | {:>39} | {:>14}",
-        "db", "snapshot", "etcdutl <- file", "kdr restore <- s3s-fs", "etcdutl in kdr"
+        "{:>8} {:>11} | {:>22} | {:>39} | {:>14} | {:>30}",
+        "db",
+        "snapshot",
+        "etcdutl <- file",
+        "kdr restore <- s3s-fs",
+        "etcdutl in kdr",
+        "kdr restore <- file://"
     );
     println!(
-        "{:>8} {:>11} | {:>8} {:>6} {:>6} | {:>8} {:>6} {:>6} {:>7} {:>8} | {:>14}",
-        "", "bytes", "s", "MiB", "MB/s", "s", "MiB", "MB/s", "time x", "RSS x", "MiB"
+        "{:>8} {:>11} | {:>8} {:>6} {:>6} | {:>8} {:>6} {:>6} {:>7} {:>8} | {:>14} | {:>8} {:>6} {:>6} {:>7}",
+        "",
+        "bytes",
+        "s",
+        "MiB",
+        "MB/s",
+        "s",
+        "MiB",
+        "MB/s",
+        "time x",
+        "RSS x",
+        "MiB",
+        "s",
+        "MiB",
+        "MB/s",
+        "time x"
     );
-    for (mb, size, e, k, tool) in &rows {
+    for (mb, size, e, k, tool, f) in &rows {
         let mbps = |m: &Measure| *size as f64 / 1e6 / m.secs.max(0.001);
         println!(
-            "{:>6}MB {:>11} | {:>8.2} {:>6.1} {:>6.0} | {:>8.2} {:>6.1} {:>6.0} {:>7.2} {:>8.2} | {:>14.1}",
+            "{:>6}MB {:>11} | {:>8.2} {:>6.1} {:>6.0} | {:>8.2} {:>6.1} {:>6.0} {:>7.2} {:>8.2} | {:>14.1} | {:>8.2} {:>6.1} {:>6.0} {:>7.2}",
             mb,
             size,
             e.secs,
@@ -187,6 +233,10 @@ fn main() -> Result<()> {
             k.secs / e.secs.max(0.001),
             k.rss_kib as f64 / e.rss_kib.max(1) as f64,
             *tool as f64 / 1024.0,
+            f.secs,
+            f.rss_kib as f64 / 1024.0,
+            mbps(f),
+            f.secs / e.secs.max(0.001),
         );
     }
     println!("goal: kdr time ratio <= 1.3, kdr's own peak RSS <= 64 MiB");

@@ -45,12 +45,35 @@ use crate::error::{Error, Result};
 /// S3's minimum part size (except for the last part).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
+/// A spawned ranged read, aborted if the download is dropped (nothing keeps fetching for nobody).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<object_store::Result<T>> {
+    type Output = object_store::Result<T>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(object_store::Error::Generic { store: "download", source: Box::new(e) })
+            })
+        })
+    }
+}
+
 /// Objects larger than this are downloaded as parallel ranged reads.
 const PARALLEL_GET_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// The size of each ranged read of a large object.
-const DOWNLOAD_RANGE: u64 = 4 * 1024 * 1024;
+const DOWNLOAD_RANGE: u64 = 2 * 1024 * 1024;
 /// Ranged reads in flight at once (memory: this many ranges).
-const DOWNLOAD_CONCURRENCY: usize = 4;
+const DOWNLOAD_CONCURRENCY: usize = 8;
 
 /// How to reach a store. Filled by the binary (flags, config file, `AWS_*`/`KDR_*` environment);
 /// fields that do not apply to a URL's scheme are ignored.
@@ -596,8 +619,9 @@ impl SnapshotStore for ObjectStoreSnapshotStore {
                 .boxed());
         }
         // A large object is read as consecutive ranges, a few at a time, in order: one HTTP stream
-        // is limited by the server's per-request speed, several are not. Memory stays bounded at
-        // DOWNLOAD_CONCURRENCY ranges in flight.
+        // is limited by the server's per-request speed, several are not. Each range is fetched by
+        // its own task, so transfers progress while the consumer is busy (a decoder polls this
+        // stream only between chunks). Memory stays bounded at DOWNLOAD_CONCURRENCY ranges.
         drop(result);
         let store = self.store.clone();
         let ranges = (0..size)
@@ -606,7 +630,7 @@ impl SnapshotStore for ObjectStoreSnapshotStore {
         Ok(futures::stream::iter(ranges)
             .map(move |range| {
                 let (store, path) = (store.clone(), path.clone());
-                async move { store.get_range(&path, range).await }
+                AbortOnDrop(tokio::spawn(async move { store.get_range(&path, range).await }))
             })
             .buffered(DOWNLOAD_CONCURRENCY)
             .map_err(move |e| map_store_error(&description, &format!("downloading {what}"), e))
