@@ -21,21 +21,12 @@ use anyhow::{Context, Result, bail};
 
 mod common;
 use common::{
-    Measure, Server, etcd_bin, free_port, generate, measure, median, start_etcd, target_dir, wait_port,
+    BenchArgs, Measure, Server, etcd_bin, free_port, generate, measure, median, start_etcd, target_dir,
+    wait_port,
 };
 
 fn main() -> Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo test --benches` lists harness=false benches this way: nothing to list.
-        return Ok(());
-    }
-    let sizes: Vec<usize> = std::env::var("KDR_BENCH_SIZES_MB")
-        .unwrap_or_else(|_| "800".into())
-        .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()
-        .context("KDR_BENCH_SIZES_MB: comma-separated sizes in MB")?;
-    let runs: usize = std::env::var("KDR_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let Some(BenchArgs { sizes, runs }) = BenchArgs::from_env()? else { return Ok(()) };
     let s3s = std::env::var_os("KDR_S3S_FS").map(PathBuf::from).context("KDR_S3S_FS (source .tools/env)")?;
     let target = target_dir();
     let bench_dir = target.join("kdr-bench");

@@ -22,12 +22,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 mod common;
 use common::{
-    Measure, etcd_bin, generate, measure_polled, median, release_kdr, s3_env, start_etcd, start_s3s,
-    target_dir,
+    BenchArgs, Measure, etcd_bin, generate, measure_polled, median, release_kdr, s3_env, start_etcd,
+    start_s3s, target_dir,
 };
 
 const BUMP: &str = "1000000000";
@@ -82,17 +82,7 @@ fn prepare(kdr: &Path, data: &Path, dir: &Path) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo test --benches` lists harness=false benches this way: nothing to list.
-        return Ok(());
-    }
-    let sizes: Vec<usize> = std::env::var("KDR_BENCH_SIZES_MB")
-        .unwrap_or_else(|_| "800".into())
-        .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()
-        .context("KDR_BENCH_SIZES_MB: comma-separated sizes in MB")?;
-    let runs: usize = std::env::var("KDR_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let Some(BenchArgs { sizes, runs }) = BenchArgs::from_env()? else { return Ok(()) };
     let target = target_dir();
     let bench_dir = target.join("kdr-bench");
     let kdr = release_kdr(&target, "restore", "restore")?;

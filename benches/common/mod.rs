@@ -299,3 +299,28 @@ pub fn measure_polled(cmd: &mut Command, what: &str) -> Result<Polled> {
         children_rss_kib: children.values().copied().max().unwrap_or(0),
     })
 }
+
+/// What every side-by-side bench takes from its environment.
+pub struct BenchArgs {
+    /// db sizes in MB (`KDR_BENCH_SIZES_MB`, comma-separated; default 800).
+    pub sizes: Vec<usize>,
+    /// Runs per tool, of which the median is printed (`KDR_BENCH_RUNS`, default 3).
+    pub runs: usize,
+}
+
+impl BenchArgs {
+    /// `None` when `cargo test --benches` only lists harness=false benches (`--list`).
+    pub fn from_env() -> Result<Option<Self>> {
+        if std::env::args().any(|a| a == "--list") {
+            return Ok(None);
+        }
+        let sizes = std::env::var("KDR_BENCH_SIZES_MB")
+            .unwrap_or_else(|_| "800".into())
+            .split(',')
+            .map(|s| s.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("KDR_BENCH_SIZES_MB: comma-separated sizes in MB")?;
+        let runs = std::env::var("KDR_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+        Ok(Some(Self { sizes, runs }))
+    }
+}
