@@ -684,10 +684,4 @@ impl SshNodeContainer {
     pub async fn stop(&self) -> Result<()> {
         self.container.stop_with_timeout(Some(1)).await.map_err(|e| docker_error("stop node container", e))
     }
-
-    /// Starts a stopped container again (same name and port mapping may change: re-read
-    /// [`Self::port`] semantics — the published port is re-assigned by Docker).
-    pub async fn restart(&self) -> Result<()> {
-        self.container.start().await.map_err(|e| docker_error("start node container", e))
-    }
 }
