@@ -41,27 +41,9 @@ mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 
 [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 [ -n "$mirror" ] || die "cannot find a Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
 
-# --- etcd binaries from .debs, unpacked into the tools folder ------------------------------------
-fetch_etcd() { # suite version
-  local suite=$1 version=$2 dest=$tools/etcd-$2
-  if [ -x "$dest/usr/bin/etcd" ] && "$dest/usr/bin/etcd" --version 2>/dev/null | grep -q "etcd Version: $version"; then
-    return
-  fi
-  log "fetching etcd $version from Debian $suite"
-  local work; work=$(mktemp -d)
-  echo "deb $mirror $suite main" > "$work/sources.list"
-  mkdir -p "$work/lists/partial" "$work/debs"
-  local opts=(-o Dir::Etc::sourcelist="$work/sources.list" -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$work/lists" -o APT::Get::List-Cleanup=0)
-  apt-get "${opts[@]}" -o APT::Sandbox::User=root update -qq
-  (cd "$work/debs" && apt-get "${opts[@]}" -o APT::Sandbox::User=root download etcd-server etcd-client >/dev/null)
-  rm -rf "$dest.partial"; mkdir -p "$dest.partial"
-  for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$dest.partial"; done
-  "$dest.partial/usr/bin/etcd" --version | grep -q "etcd Version: $version" \
-    || die "Debian $suite's etcd-server is not $version: $("$dest.partial/usr/bin/etcd" --version | head -1)"
-  rm -rf "$dest"; mv "$dest.partial" "$dest"; rm -rf "$work"
-}
-fetch_etcd trixie 3.5.16
-fetch_etcd bookworm 3.4.23
+# --- etcd binaries from .debs, unpacked into the tools folder (scripts/install-etcd.sh) -----------
+"$here/scripts/install-etcd.sh" trixie 3.5.16 >/dev/null
+"$here/scripts/install-etcd.sh" bookworm 3.4.23 >/dev/null
 [ -x "$tools/etcd-3.5.16/usr/bin/etcdutl" ] || die "etcd 3.5.16 unpacked without etcdutl"
 
 # --- s3s-fs, pinned and cached -------------------------------------------------------------------
@@ -74,16 +56,17 @@ fi
 mkdir -p "$tools/bin"; ln -sf "$s3s" "$tools/bin/s3s-fs"
 
 # --- Docker images, labelled by a hash of their inputs --------------------------------------------
-# image_current NAME HASH: true when NAME exists with label kdr.inputs=HASH.
+# image_current NAME HASH: true when NAME exists with label kdr.inputs=HASH. Each image is
+# hashed from its own inputs (binaries, package list, its build function), so editing another
+# part of this script rebuilds nothing.
 image_current() {
   [ "$(docker image inspect -f '{{index .Config.Labels "kdr.inputs"}}' "$1" 2>/dev/null || true)" = "$2" ]
 }
-hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 build_etcd_image() { # version
   local v=$1 src=$tools/etcd-$1/usr/bin
   local bins=("$src/etcd" "$src/etcdctl"); [ -x "$src/etcdutl" ] && bins+=("$src/etcdutl")
-  local h; h=$(hash_of "${bins[@]}" /lib/x86_64-linux-gnu/libc.so.6 "$0")
+  local h; h=$( (cat "${bins[@]}" /lib/x86_64-linux-gnu/libc.so.6; declare -f build_etcd_image) | sha256sum | cut -c1-16)
   image_current "kdr-test/etcd:$v" "$h" && return
   log "building image kdr-test/etcd:$v"
   local root; root=$(mktemp -d)
@@ -100,7 +83,7 @@ build_etcd_image 3.5.16
 build_etcd_image 3.4.23
 
 build_s3_image() {
-  local h; h=$(hash_of "$s3s" "$0")
+  local h; h=$( (cat "$s3s"; declare -f build_s3_image) | sha256sum | cut -c1-16)
   image_current kdr-test/s3s-fs:0.14.1 "$h" && return
   log "building image kdr-test/s3s-fs:0.14.1"
   local root; root=$(mktemp -d)
@@ -118,7 +101,7 @@ build_s3_image
 # needs. debootstrap takes minutes, so it only runs when the package list or this script changes.
 node_pkgs="openssh-server,sudo,iproute2,iputils-ping,curl,ca-certificates,procps,python3-minimal"
 build_node_image() {
-  local h; h=$(printf '%s\n%s\n' "$node_pkgs" "$(cat "$0")" | sha256sum | cut -c1-16)
+  local h; h=$(printf '%s\n%s\n' "$node_pkgs" "$(declare -f build_node_image)" | sha256sum | cut -c1-16)
   image_current kdr-test/node:bookworm "$h" && return
   log "building image kdr-test/node:bookworm with debootstrap (a few minutes)"
   local root; root=$(mktemp -d)
