@@ -345,8 +345,8 @@ impl FailoverDetector {
         if let Latch::InProgress { epoch, phase } = persisted.latch {
             let reason = format!(
                 "the monitor restarted during the {phase} step of failover epoch {epoch}; it does not \
-                 resume on its own: check whether the old primary is fenced and the standby promoted, \
-                 finish by hand, then re-arm"
+                 resume on its own: check whether the old primary is fenced, then finish the promotion by \
+                 hand (`kdr failover --config FILE` resumes its journal, skipping finished steps), then re-arm"
             );
             persisted.latch = Latch::Halted { epoch, reason: reason.clone() };
             actions.push(Action::Persist(Persist { state: persisted.clone(), commands: Vec::new() }));

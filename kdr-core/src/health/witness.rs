@@ -55,7 +55,7 @@ impl WitnessProbe {
             shell_quote(ca_path),
             shell_quote(url)
         );
-        Self::new(id, remote, RemoteCommand::new(command, timeout))
+        Self::new(id, remote, RemoteCommand::new(command, timeout).quietly())
     }
 
     /// The witness id.

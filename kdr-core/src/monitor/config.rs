@@ -259,6 +259,13 @@ pub struct StandbyConfig {
     pub primary_name: String,
     /// The old primary's address.
     pub primary_address: String,
+    /// The URL each witness (`[detector] witnesses`, each the name of a `[[workers]]` entry,
+    /// reached over `[ssh]`) fetches with its own curl to tell whether *it* reaches the primary
+    /// (default: `api_url`). Set it when the workers reach the primary by another address.
+    pub witness_url: Option<String>,
+    /// The CA file *on the witness* that verifies `witness_url` (default
+    /// `/etc/kubernetes/pki/ca.crt`, where kubeadm puts the cluster CA on every node).
+    pub witness_ca_file: String,
 }
 
 impl Default for StandbyConfig {
@@ -281,6 +288,8 @@ impl Default for StandbyConfig {
             fence_timeout_s: 300,
             primary_name: String::new(),
             primary_address: String::new(),
+            witness_url: None,
+            witness_ca_file: "/etc/kubernetes/pki/ca.crt".into(),
         }
     }
 }
@@ -432,12 +441,33 @@ pub fn validate(config: &Config) -> Result<()> {
         if !(0.0..0.5).contains(&s.jitter) {
             return Err(Error::config("monitor.standby.jitter", "must be in [0, 0.5)"));
         }
+        for w in &config.detector.witnesses {
+            let Some(worker) = config.workers.iter().find(|k| &k.name == w) else {
+                return Err(Error::config(
+                    "detector.witnesses",
+                    format!(
+                        "witness {w:?} is not a [[workers]] entry: each witness is a worker's name, \
+                         reached over [ssh] (known: {})",
+                        config.workers.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            crate::remote::SshNodeRemote::new(worker.ssh_target(&config.ssh))?;
+        }
         if !config.detector.witnesses.is_empty() {
-            return Err(Error::config(
-                "detector.witnesses",
-                "kdr-monitor does not run witness probes yet: leave witnesses empty (the seed's two-probe rule), \
-                 or embed kdr_core::monitor with WitnessProbes of your own",
-            ));
+            let url = s.witness_url.as_ref().or(s.api_url.as_ref());
+            match url.map(|u| url::Url::parse(u)) {
+                Some(Ok(u)) if u.scheme() == "https" || u.scheme() == "http" => {}
+                Some(_) => {
+                    return Err(Error::config("monitor.standby.witness_url", "must be an http(s) URL"));
+                }
+                None => {
+                    return Err(Error::config(
+                        "monitor.standby.witness_url",
+                        "witnesses need a URL to fetch: set witness_url or api_url",
+                    ));
+                }
+            }
         }
     }
     Ok(())

@@ -34,8 +34,9 @@ use crate::fence::exec::run_argv;
 use crate::fence::{ExecFencer, FenceTarget, Fencer};
 use crate::health::{
     ApiServerProbe, HealthProbe, IcmpProbe, ProbeResult, ProbeRole, ProbeStatus, SelfProbe, TcpProbe,
-    probe_bounded,
+    WitnessProbe, probe_bounded,
 };
+use crate::remote::{NodeRemote, SshNodeRemote};
 
 /// Promotes this standby for an epoch.
 ///
@@ -152,6 +153,17 @@ impl Standby {
         } else if let Some(d) = &s.self_dns {
             probes.push((ProbeRole::SelfCheck, Arc::new(SelfProbe::dns(d.clone(), t))));
         }
+        if let Some(url) = s.witness_url.as_ref().or(s.api_url.as_ref()) {
+            for id in &config.detector.witnesses {
+                let worker = config.workers.iter().find(|w| &w.name == id).ok_or_else(|| {
+                    Error::config("detector.witnesses", format!("witness {id:?} is not a [[workers]] entry"))
+                })?;
+                let remote: Arc<dyn NodeRemote> =
+                    Arc::new(SshNodeRemote::new(worker.ssh_target(&config.ssh))?);
+                let probe = WitnessProbe::api_healthz(id.clone(), remote, url, &s.witness_ca_file, t);
+                probes.push((ProbeRole::Witness(id.clone()), Arc::new(probe)));
+            }
+        }
         let fencer: Option<Arc<dyn Fencer>> = if config.detector.fencing == Fencing::Required {
             Some(Arc::new(ExecFencer::new(s.fence_command.clone(), Duration::from_secs(s.fence_timeout_s))?))
         } else {
@@ -162,7 +174,7 @@ impl Standby {
         Self::new(config, shared, probes, fencer, promoter)
     }
 
-    /// A standby with these parts (for embedders: witness probes, a [`RunbookPromoter`], ...).
+    /// A standby with these parts (for embedders: probes of their own, a [`RunbookPromoter`], ...).
     pub fn new(
         config: &Config,
         shared: Arc<Shared>,

@@ -25,12 +25,21 @@ pub struct RemoteCommand {
     pub sudo: bool,
     /// How long the command may run before it is abandoned and [`Error::Timeout`] returned.
     pub timeout: Duration,
+    /// Log the command line and its exit at debug instead of info: for probes that run every
+    /// few seconds (witnesses), whose results the monitor reports itself.
+    pub quiet: bool,
 }
 
 impl RemoteCommand {
     /// A command with a timeout, without sudo.
     pub fn new(command: impl Into<String>, timeout: Duration) -> Self {
-        Self { command: command.into(), sudo: false, timeout }
+        Self { command: command.into(), sudo: false, timeout, quiet: false }
+    }
+
+    /// The same command, logged at debug (see [`quiet`](Self::quiet)).
+    pub fn quietly(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// The same command, run through `sudo -n`.

@@ -242,11 +242,19 @@ impl SshNodeRemote {
         let node = self.target.name.as_str();
         let line = command.command_line();
         let mut channel = self.channel().await?;
-        tracing::info!(node, command = %line, stdin = stdin.is_some(), "running");
+        if command.quiet {
+            tracing::debug!(node, command = %line, stdin = stdin.is_some(), "running");
+        } else {
+            tracing::info!(node, command = %line, stdin = stdin.is_some(), "running");
+        }
         let running = drive(&mut channel, node, &line, stdin);
         match tokio::time::timeout(command.timeout, running).await {
             Ok(Ok(out)) => {
-                tracing::info!(node, command = %line, exit_code = ?out.exit_code, "finished");
+                if command.quiet {
+                    tracing::debug!(node, command = %line, exit_code = ?out.exit_code, "finished");
+                } else {
+                    tracing::info!(node, command = %line, exit_code = ?out.exit_code, "finished");
+                }
                 Ok(out)
             }
             Ok(Err(e)) => Err(Error::unavailable(
