@@ -48,7 +48,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("kdr-monitor: {err:#}");
+            // `run` with JSON logs has logged it already, as JSON.
+            if err.downcast_ref::<service::Reported>().is_none() {
+                eprintln!("kdr-monitor: {err:#}");
+            }
             exit_code(&err)
         }
     }

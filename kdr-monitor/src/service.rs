@@ -19,12 +19,14 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path, &std::env::vars().collect())?)
 }
 
+/// Logs go to stderr. `json`: one object per line with `timestamp`, `level`, `message`, the
+/// event's fields and `target` at the top level (flattened, as log shippers expect).
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -45,13 +47,43 @@ async fn shutdown_signal() {
     }
 }
 
-/// `kdr-monitor run`.
+/// `kdr-monitor run`. With `log_format = "json"`, a failure after the config was loaded is
+/// logged as a JSON line and returned as [`Reported`], so that stderr stays all JSON; an
+/// unreadable config is reported as plain text (the format is not known yet).
 pub fn run(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = load(&args.config)?;
-    init_tracing(config.monitor.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(kdr_core::monitor::run(config, Arc::new(SystemClock), shutdown_signal()))?;
-    Ok(())
+    let format = config.monitor.log_format;
+    init_tracing(format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            Ok(rt.block_on(kdr_core::monitor::run(config, Arc::new(SystemClock), shutdown_signal()))?)
+        });
+    match result {
+        Err(e) if format == LogFormat::Json => {
+            tracing::error!(error = format!("{e:#}"), "kdr-monitor failed");
+            Err(Reported(e).into())
+        }
+        other => other,
+    }
+}
+
+/// An error already logged (in JSON); `main` maps it to an exit code without printing it again.
+#[derive(Debug)]
+pub struct Reported(pub anyhow::Error);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Reported {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.chain().next()
+    }
 }
 
 /// `kdr-monitor check-config`: validates and prints the effective config, secrets redacted.

@@ -51,7 +51,8 @@ impl Alerter {
         let env = vec![
             ("KDR_ALERT_KIND".to_owned(), alert.kind.clone()),
             ("KDR_ALERT_MESSAGE".to_owned(), alert.message.clone()),
-            ("KDR_ALERT_AT".to_owned(), alert.at.to_rfc3339()),
+            // The same text as the webhook's JSON `at` (chrono's serde form: `...Z`, not `+00:00`).
+            ("KDR_ALERT_AT".to_owned(), alert.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             ("KDR_ALERT_HOST".to_owned(), alert.host.clone()),
         ];
         let execs = self.config.exec.iter().map(|argv| {

@@ -301,7 +301,8 @@ pub struct AlertsConfig {
     /// URLs POSTed a JSON alert (`{"kind", "message", "at", "host"}`). Treated as secrets (chat
     /// webhook URLs carry tokens): never logged or printed in full.
     pub webhooks: Vec<String>,
-    /// Programs (argv, no shell) run with `KDR_ALERT_KIND`, `KDR_ALERT_MESSAGE`, `KDR_ALERT_AT`.
+    /// Programs (argv, no shell) run with `KDR_ALERT_KIND`, `KDR_ALERT_MESSAGE`, `KDR_ALERT_AT`
+    /// (RFC 3339, UTC, as in the webhook's JSON) and `KDR_ALERT_HOST`.
     pub exec: Vec<Vec<String>>,
     /// How long one alert delivery may take, in seconds (default 10).
     pub timeout_s: u64,

@@ -82,6 +82,20 @@ pub struct BackupStatus {
     pub duration_ms: u64,
 }
 
+/// The last drill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DrillStatus {
+    /// The set drilled: the newest complete one when the drill started (none when there was
+    /// no set, or the store could not be listed).
+    pub set: Option<String>,
+    /// When the drill ended.
+    pub at: DateTime<Utc>,
+    /// Whether the restored etcd held exactly the keys the manifest recorded.
+    pub passed: bool,
+    /// What happened, for a human (on failure, the error or the key counts).
+    pub detail: String,
+}
+
 /// `/status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Status {
@@ -95,8 +109,8 @@ pub struct Status {
     pub last_backup: Option<BackupStatus>,
     /// The last backup error since the last success.
     pub last_backup_error: Option<String>,
-    /// The last drill: the set and whether it passed.
-    pub last_drill: Option<(String, bool)>,
+    /// The last drill (primary role).
+    pub last_drill: Option<DrillStatus>,
     /// The self-fence guard moved the manifests aside (to this dir) because of this claim epoch.
     pub self_fenced: Option<(u64, String)>,
     /// The last promotion: epoch and outcome.

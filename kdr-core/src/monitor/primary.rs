@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::config::{BackupSchedule, DrillSchedule, SelfFenceConfig};
-use super::{BackupStatus, Shared, stopped};
+use super::{BackupStatus, DrillStatus, Shared, stopped};
 use crate::backup::{BackupOptions, NoProgress, backup};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -236,46 +236,69 @@ impl Primary {
                 () = tokio::time::sleep(wait) => {}
                 () = stopped(&mut stop) => return Ok(()),
             }
-            let run =
-                drill(self.store.as_ref(), &self.restorer, self.shared.clock.as_ref(), &self.drill_opts);
             let result = tokio::select! {
-                r = run => r,
+                r = self.drill_newest() => r,
                 () = stopped(&mut stop) => return Ok(()),
             };
             self.record_drill(result).await;
         }
     }
 
-    async fn record_drill(&self, result: Result<crate::restore::DrillReport>) {
+    /// Picks the newest set first, so that a failure names the set even when it happens before
+    /// the drill has a report (a corrupt object, an etcd that does not start).
+    async fn drill_newest(&self) -> (Option<SnapshotId>, Result<crate::restore::DrillReport>) {
+        let newest = match self.store.latest().await {
+            Ok(Some(m)) => m.id,
+            Ok(None) => {
+                let e = Error::NotFound {
+                    what: format!("a complete backup set in {}", self.store.describe()),
+                    hint: Some(
+                        "no backup has committed yet: check the backup schedule and its alerts".into(),
+                    ),
+                };
+                return (None, Err(e));
+            }
+            Err(e) => return (None, Err(e)),
+        };
+        let opts = DrillOptions { set: SetSelector::Id(newest.clone()), ..self.drill_opts.clone() };
+        let result = drill(self.store.as_ref(), &self.restorer, self.shared.clock.as_ref(), &opts).await;
+        (Some(newest), result)
+    }
+
+    async fn record_drill(&self, (set, result): (Option<SnapshotId>, Result<crate::restore::DrillReport>)) {
         let m = &self.shared.metrics;
-        match result {
+        let at = self.shared.clock.utc();
+        let (passed, detail) = match &result {
             Ok(r) if r.passed() => {
-                m.drills.inc();
-                m.drill_last_success.set(self.shared.clock.utc().timestamp_millis() as f64 / 1000.0);
-                self.shared
-                    .decide("drill", format!("set {} restored and matched {} keys", r.set, r.found_keys));
-                self.shared.update(|s| s.last_drill = Some((r.set.to_string(), true)));
+                (true, format!("set {} restored and matched {} keys", r.set, r.found_keys))
             }
-            Ok(r) => {
-                m.drill_failures.inc();
-                self.shared.update(|s| s.last_drill = Some((r.set.to_string(), false)));
-                self.shared
-                    .alert(
-                        "drill_failed",
-                        format!(
-                            "drill of set {}: {} keys expected, {} found ({} resources differ)",
-                            r.set,
-                            r.expected_keys,
-                            r.found_keys,
-                            r.diffs.len()
-                        ),
-                    )
-                    .await;
-            }
-            Err(e) => {
-                m.drill_failures.inc();
-                self.shared.alert("drill_failed", format!("scheduled drill failed: {e}")).await;
-            }
+            Ok(r) => (
+                false,
+                format!(
+                    "drill of set {}: {} keys expected, {} found ({} resources differ)",
+                    r.set,
+                    r.expected_keys,
+                    r.found_keys,
+                    r.diffs.len()
+                ),
+            ),
+            Err(e) => (
+                false,
+                match &set {
+                    Some(id) => format!("scheduled drill of set {id} failed: {e}"),
+                    None => format!("scheduled drill failed: {e}"),
+                },
+            ),
+        };
+        let set = set.map(|s| s.to_string());
+        self.shared.update(|s| s.last_drill = Some(DrillStatus { set, at, passed, detail: detail.clone() }));
+        if passed {
+            m.drills.inc();
+            m.drill_last_success.set(at.timestamp_millis() as f64 / 1000.0);
+            self.shared.decide("drill", detail);
+        } else {
+            m.drill_failures.inc();
+            self.shared.alert("drill_failed", detail).await;
         }
     }
 
