@@ -635,7 +635,7 @@ impl Drill {
     pub fn kill_standby_monitor(&self) -> DateTime<Utc> {
         let at = Utc::now();
         let (code, _, err) =
-            self.sh(&self.m2.name, "pkill -9 -f '^/opt/kdr/'; pkill -9 -f /drill/bin/kubeadm; true");
+            self.sh(&self.m2.name, "pkill -9 -f '^[/]opt/kdr/'; pkill -9 -f '[/]drill/bin/kubeadm'; true");
         assert_eq!(code, 0, "{err}");
         at
     }
@@ -691,10 +691,26 @@ impl Drill {
     /// Waits until master-1's etcd and API server stand-ins are down (after its self-fence).
     pub async fn wait_m1_control_plane_stopped(&self, limit: Duration) {
         wait_for("master-1's control plane to stop", limit, || async {
-            let (code, out, _) = self.sh(&self.m1.name, "pgrep -f /opt/etcd/etcd; pgrep -f s_server; true");
+            let (code, out, _) = self.sh(&self.m1.name, "pgrep -x etcd; pgrep -x openssl; true");
             (code == 0 && out.trim().is_empty()).then_some(())
         })
         .await;
+    }
+
+    /// How long master-1's etcd ran after its last start, from the static-pods log.
+    pub fn m1_served_after_return(&self) -> f64 {
+        let log = self.m1_file("static-pods.log");
+        let at = |needle: &str| {
+            log.lines()
+                .filter(|l| l.contains(needle))
+                .filter_map(|l| DateTime::parse_from_rfc3339(l.split(' ').next()?).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .next_back()
+        };
+        match (at("started etcd"), at("stopped etcd")) {
+            (Some(a), Some(b)) if b >= a => secs_between(a, b),
+            other => panic!("master-1's static-pods log lacks a start and a stop of etcd: {other:?}\n{log}"),
+        }
     }
 
     /// master-1's static pod manifests.

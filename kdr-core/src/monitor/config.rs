@@ -487,6 +487,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn witnesses_must_be_workers_reachable_over_ssh() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["id", "known_hosts"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text = format!(
+            "[monitor]\nroles = [\"standby\"]\n[monitor.standby]\napi_url = \"https://10.0.0.1:6443/healthz\"\n\
+             host_tcp = \"10.0.0.1:22\"\nself_tcp = \"10.0.0.254:53\"\npromote_command = [\"kdr\", \"failover\"]\n\
+             [detector]\nwitnesses = [\"worker-1\", \"worker-9\"]\n\
+             [ssh]\nkey_file = \"{d}/id\"\nknown_hosts = \"{d}/known_hosts\"\n\
+             [[workers]]\nname = \"worker-1\"\nhost = \"10.0.0.11\"\n",
+            d = dir.path().display()
+        );
+        let c = Config::from_toml(&text, "kdr.toml").unwrap();
+        let e = validate(&c).unwrap_err();
+        assert!(e.is_usage(), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("detector.witnesses") && msg.contains("worker-9") && msg.contains("worker-1"),
+            "{msg}"
+        );
+
+        let ok = text.replace(", \"worker-9\"", "");
+        let c = Config::from_toml(&ok, "kdr.toml").unwrap();
+        validate(&c).unwrap();
+        // Without an ssh key the witness cannot be asked: named at validation, not at 3 a.m.
+        let c = Config::from_toml(
+            &ok.replace(&format!("{}/id", dir.path().display()), "/nonexistent/id"),
+            "kdr.toml",
+        )
+        .unwrap();
+        let msg = validate(&c).unwrap_err().to_string();
+        assert!(msg.contains("ssh.key_file") || msg.contains("/nonexistent/id"), "{msg}");
+        // A witness URL that is not http(s) is refused.
+        let c = Config::from_toml(
+            &ok.replace("[detector]", "witness_url = \"ftp://10.0.0.1/healthz\"\n[detector]"),
+            "kdr.toml",
+        )
+        .unwrap();
+        assert!(validate(&c).unwrap_err().to_string().contains("monitor.standby.witness_url"));
+    }
+
+    #[test]
     fn defaults_and_validation_name_the_key() {
         let c = Config::from_toml(
             "[monitor]\nroles = [\"standby\"]\n[monitor.standby]\napi_url = \"https://10.0.0.1:6443/healthz\"\n",
