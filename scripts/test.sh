@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
 . ./.tools/env
 
-# Containers from an earlier, interrupted run are labelled; remove them before and after.
-cleanup() { docker ps -aq --filter label=kdr.test=1 | xargs -r docker rm -f >/dev/null 2>&1 || true; }
+# Containers and networks (the drill's) from an earlier, interrupted run are labelled; remove them
+# before and after.
+cleanup() {
+  docker ps -aq --filter label=kdr.test=1 | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker network ls -q --filter label=kdr.test=1 | xargs -r docker network rm >/dev/null 2>&1 || true
+}
 cleanup
 trap cleanup EXIT
 
