@@ -22,6 +22,8 @@ mod topology;
 
 use std::time::Duration;
 
+use kdr_core::clock::{Clock, SystemClock};
+
 use topology::{Drill, Writer, secs_between};
 
 /// How long after a backup committed the primary is stopped (the backup interval is 2 s).
@@ -42,17 +44,16 @@ async fn docker_drill_partition_then_primary_loss_then_return() {
     drill.wait_standby_watching(Duration::from_secs(60)).await;
 
     // ---- Scenario 2: only the master-2 <-> master-1 link is cut -----------------------------
-    let cut_at = chrono::Utc::now();
+    let cut_at = SystemClock.utc();
     drill.cut_link();
     // The standby sees the primary's API and machine fail; the witnesses still reach it.
-    let probes = drill
+    drill
         .wait_metrics(Duration::from_secs(30), |m| {
             (m.value("kdr_probe_up", &[("role", "api")]) == Some(0.0)
                 && m.value("kdr_witnesses", &[("verdict", "up")]) == Some(3.0))
             .then_some(())
         })
         .await;
-    let _ = probes;
     // Three times dead_after, and then some: nothing is claimed, nothing promoted.
     tokio::time::sleep(Duration::from_secs(3 * topology::DEAD_AFTER_S + 3)).await;
     assert!(drill.claims().await.is_empty(), "a cut link alone must not promote");
@@ -70,7 +71,7 @@ async fn docker_drill_partition_then_primary_loss_then_return() {
     println!(
         "drill scenario 2 (link master-2<->master-1 cut for {:.0} s, witnesses reach master-1): no promotion; \
          {written_during_cut} writes acknowledged by master-1 meanwhile, 0 keys lost",
-        secs_between(cut_at, chrono::Utc::now())
+        secs_between(cut_at, SystemClock.utc())
     );
 
     // ---- Scenario 1: master-1 stopped --------------------------------------------------------
@@ -147,7 +148,7 @@ async fn docker_drill_standby_killed_mid_promotion_resumes_from_the_journal() {
     assert_eq!(drill.restores(), 1);
 
     drill.release_kubeadm();
-    let resumed_at = chrono::Utc::now();
+    let resumed_at = SystemClock.utc();
     let (code, out, err) = drill.operator_failover();
     assert_eq!(code, 0, "kdr failover (resume) failed:\n{out}\n{err}");
     let promoted = drill.wait_promoted(1, Duration::from_secs(10)).await;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kdr_core::clock::{Clock, SystemClock};
 use kdr_core::snapshot::{ObjectStoreSnapshotStore, SnapshotStore, StoreOptions};
 use kdr_core::testing::containers::{EtcdTls, S3Container, SshNodeContainer, SshNodeOptions};
 use rcgen::{
@@ -608,14 +609,14 @@ impl Drill {
 
     /// Stops master-1 at once (power loss); returns when.
     pub fn stop_master_1(&self) -> DateTime<Utc> {
-        let at = Utc::now();
+        let at = SystemClock.utc();
         docker_ok(&["stop", "-t", "0", &self.m1.name]);
         at
     }
 
     /// Starts master-1 again (its disk kept); returns when.
     pub fn start_master_1(&self) -> DateTime<Utc> {
-        let at = Utc::now();
+        let at = SystemClock.utc();
         docker_ok(&["start", &self.m1.name]);
         at
     }
@@ -633,7 +634,7 @@ impl Drill {
     /// Kills master-2's monitor with its promotion (`kdr failover`) and the held kubeadm, as
     /// systemd kills a crashed service's cgroup; the supervisor restarts the monitor.
     pub fn kill_standby_monitor(&self) -> DateTime<Utc> {
-        let at = Utc::now();
+        let at = SystemClock.utc();
         let (code, _, err) =
             self.sh(&self.m2.name, "pkill -9 -f '^[/]opt/kdr/'; pkill -9 -f '[/]drill/bin/kubeadm'; true");
         assert_eq!(code, 0, "{err}");
@@ -943,14 +944,14 @@ impl Writer {
                     return;
                 }
                 let key = format!("/registry/drill/k-{n:06}");
-                let now = Utc::now();
+                let now = SystemClock.utc();
                 let put = tokio::time::timeout(
                     Duration::from_secs(1),
                     client.put(key.clone(), now.to_rfc3339(), None),
                 );
                 if let Ok(Ok(r)) = put.await {
                     let revision = r.header().map_or(0, |h| h.revision());
-                    log.lock().unwrap().push(Acked { key, revision, at: Utc::now() });
+                    log.lock().unwrap().push(Acked { key, revision, at: SystemClock.utc() });
                 }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -982,7 +983,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = std::time::Instant::now();
+    let start = SystemClock.instant();
     loop {
         if let Some(v) = f().await {
             return v;

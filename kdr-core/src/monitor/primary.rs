@@ -103,14 +103,16 @@ impl Primary {
             }
             // The guard runs on its own interval; checking here too closes the window after a
             // restart (a returning old primary) in which a backup could land before its first check.
-            if self.self_fence.enabled {
-                if let Err(e) = self.self_fence_check().await {
-                    self.shared.decide(
-                        "backup",
-                        format!("skipped: cannot read the store's claims to confirm this node still serves the newest epoch: {e}"),
-                    );
-                    continue;
-                }
+            if self.self_fence.enabled
+                && let Err(e) = self.self_fence_check().await
+            {
+                self.shared.decide(
+                    "backup",
+                    format!(
+                        "skipped: cannot read the store's claims to confirm this node still serves the newest epoch: {e}"
+                    ),
+                );
+                continue;
             }
             if self.is_fenced() {
                 self.shared.decide("backup", "skipped: this node is self-fenced (a newer epoch was claimed)");
