@@ -14,8 +14,9 @@ pub struct FailoverArgs {
     /// Print the whole plan (hosts, commands, paths, the chosen backup set) and change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The epoch to promote (the detector's). Default: resume an unfinished promotion, else the
-    /// newest claimed epoch + 1.
+    /// The epoch to promote. Default: the epoch of a failover the local monitor's detector
+    /// started and did not finish (its state file in `[monitor] state_dir`), else resume an
+    /// unfinished promotion, else the newest claimed epoch + 1.
     #[arg(long, value_name = "N")]
     epoch: Option<u64>,
 }
@@ -23,15 +24,19 @@ pub struct FailoverArgs {
 pub async fn run(g: &GlobalArgs, a: FailoverArgs) -> anyhow::Result<ExitCode> {
     let cfg = common::require_config(g, "kdr failover", "[promotion], [fence], [store], [[workers]], ...")?;
     let runbook = build_runbook(&cfg, Arc::new(SystemClock))?;
+    let epoch = match a.epoch {
+        Some(n) => Some(n),
+        None => detector_epoch(&cfg)?,
+    };
     if a.dry_run {
-        let plan = runbook.plan(a.epoch).await?;
+        let plan = runbook.plan(epoch).await?;
         match g.output {
             Output::Json => common::print_json(&plan)?,
             Output::Table => common::out(&plan.to_string()),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = runbook.run(a.epoch).await?;
+    let report = runbook.run(epoch).await?;
     match g.output {
         Output::Json => common::print_json(&report)?,
         Output::Table => common::out(&report.to_string()),
@@ -42,4 +47,26 @@ pub async fn run(g: &GlobalArgs, a: FailoverArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: workers failed: {}", report.failed_workers().join(", "));
         Ok(ExitCode::from(1))
     }
+}
+
+/// The epoch of a failover the local monitor's detector decided but did not see through (latched
+/// in progress or halted), from its state file; `None` without one.
+fn detector_epoch(cfg: &kdr_core::config::Config) -> anyhow::Result<Option<u64>> {
+    use kdr_core::failover::{Latch, StateStore};
+    let path = cfg.monitor.state_file();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let store = kdr_core::monitor::standby::state_store(&cfg.monitor.state_dir);
+    let Some(state) = store.load()? else { return Ok(None) };
+    Ok(match state.latch {
+        Latch::InProgress { epoch, .. } | Latch::Halted { epoch, .. } => {
+            eprintln!(
+                "kdr failover: epoch {epoch}, the failover the monitor's detector started ({}); pass --epoch to override",
+                path.display()
+            );
+            Some(epoch)
+        }
+        _ => None,
+    })
 }

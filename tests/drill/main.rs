@@ -151,6 +151,7 @@ async fn docker_drill_standby_killed_mid_promotion_resumes_from_the_journal() {
     let resumed_at = SystemClock.utc();
     let (code, out, err) = drill.operator_failover();
     assert_eq!(code, 0, "kdr failover (resume) failed:\n{out}\n{err}");
+    assert!(err.contains("epoch 1, the failover the monitor's detector started"), "{err}");
     let promoted = drill.wait_promoted(1, Duration::from_secs(10)).await;
     assert_eq!(drill.restores(), 1, "the resumed run did not restore again");
     assert_eq!(drill.kubeadm_inits(), 2, "kubeadm init ran again: it had not finished");
