@@ -55,6 +55,9 @@ use crate::snapshot::{Compression, StoreOptions};
 pub struct Config {
     /// `[cluster]`
     pub cluster: ClusterConfig,
+    /// `[primary]`: the primary control plane, named once for the standby
+    /// (`[monitor.standby] primary_*`) and the promotion (`[promotion] old_primary_*`).
+    pub primary: PrimaryConfig,
     /// `[etcd]`
     pub etcd: EtcdConfig,
     /// `[store]`
@@ -91,6 +94,7 @@ pub struct Config {
 /// The top-level sections of the file, in the order `examples/kdr.toml` documents them.
 pub const SECTIONS: &[&str] = &[
     "cluster",
+    "primary",
     "etcd",
     "store",
     "backup",
@@ -106,6 +110,19 @@ pub const SECTIONS: &[&str] = &[
     "fence",
     "hooks",
 ];
+
+/// `[primary]`: the primary control plane node, the one a standby watches and replaces. Its name
+/// and address fill `[monitor.standby] primary_name`/`primary_address` and `[promotion]
+/// old_primary_name`/`old_primary_address` where those are not set; a section that sets them to
+/// something else is refused, naming both keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrimaryConfig {
+    /// Its Kubernetes node name (no default).
+    pub name: String,
+    /// Its address: what the fence targets and what is rewritten in configurations (no default).
+    pub address: String,
+}
 
 /// `[cluster]`: identity of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,7 +309,46 @@ impl Config {
         }
         config.fence.validate()?;
         config.hooks.validate()?;
+        let mut config = config;
+        config.fill_primary(origin)?;
         Ok(config)
+    }
+
+    /// Copies `[primary]` into the sections that name the primary, refusing a disagreement.
+    fn fill_primary(&mut self, origin: &str) -> Result<()> {
+        let p = self.primary.clone();
+        let targets = [
+            (&mut self.monitor.standby.primary_name, "monitor.standby.primary_name", &p.name, "primary.name"),
+            (
+                &mut self.monitor.standby.primary_address,
+                "monitor.standby.primary_address",
+                &p.address,
+                "primary.address",
+            ),
+            (&mut self.promotion.old_primary_name, "promotion.old_primary_name", &p.name, "primary.name"),
+            (
+                &mut self.promotion.old_primary_address,
+                "promotion.old_primary_address",
+                &p.address,
+                "primary.address",
+            ),
+        ];
+        for (slot, key, value, from) in targets {
+            if value.is_empty() {
+                continue;
+            }
+            if slot.is_empty() {
+                *slot = value.clone();
+            } else if slot != value {
+                return Err(Error::config(
+                    format!("{key} in {origin}"),
+                    format!(
+                        "{slot:?} disagrees with {from} = {value:?}: name the primary once, in [primary]"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The one loader every command uses: reads the TOML file at `path` (a missing or unreadable
@@ -507,6 +563,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_primary_is_named_once() {
+        let c = Config::from_toml("[primary]\nname = \"master-1\"\naddress = \"10.0.0.1\"\n", "kdr.toml")
+            .unwrap();
+        assert_eq!(
+            (c.monitor.standby.primary_name.as_str(), c.monitor.standby.primary_address.as_str()),
+            ("master-1", "10.0.0.1")
+        );
+        assert_eq!(
+            (c.promotion.old_primary_name.as_str(), c.promotion.old_primary_address.as_str()),
+            ("master-1", "10.0.0.1")
+        );
+        // The same value twice is fine; a different one is refused naming both keys.
+        Config::from_toml(
+            "[primary]\nname = \"master-1\"\n[promotion]\nold_primary_name = \"master-1\"\n",
+            "kdr.toml",
+        )
+        .unwrap();
+        let e = Config::from_toml(
+            "[primary]\naddress = \"10.0.0.1\"\n[promotion]\nold_primary_address = \"10.0.0.9\"\n",
+            "kdr.toml",
+        )
+        .unwrap_err();
+        assert!(e.is_usage(), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("promotion.old_primary_address") && msg.contains("primary.address"), "{msg}");
+        // Without [primary], the sections keep what they say.
+        let c = Config::from_toml("[promotion]\nold_primary_name = \"m1\"\n", "kdr.toml").unwrap();
+        assert_eq!(
+            (c.promotion.old_primary_name.as_str(), c.monitor.standby.primary_name.as_str()),
+            ("m1", "")
+        );
+    }
+
+    #[test]
     fn defaults_file_env_precedence() {
         let c = Config::default();
         assert_eq!(c.cluster.name, "kubernetes");
@@ -605,8 +695,11 @@ mod tests {
         want.store.url = Some("s3://kdr-backups/prod".into());
         want.promotion.node_name = "master-2".into();
         want.promotion.advertise_address = "192.168.30.202".into();
+        want.primary = PrimaryConfig { name: "master-1".into(), address: "192.168.30.200".into() };
         want.promotion.old_primary_name = "master-1".into();
         want.promotion.old_primary_address = "192.168.30.200".into();
+        want.monitor.standby.primary_name = "master-1".into();
+        want.monitor.standby.primary_address = "192.168.30.200".into();
         // Section by section first, for a readable failure; then the whole.
         assert_eq!(c.cluster, want.cluster);
         assert_eq!(c.etcd, want.etcd);
@@ -615,7 +708,8 @@ mod tests {
         assert_eq!(c.retention, RetentionPolicy::default());
         assert_eq!(c.restore, want.restore);
         assert_eq!(c.detector, crate::failover::DetectorConfig::default());
-        assert_eq!(c.monitor, crate::monitor::config::MonitorConfig::default());
+        assert_eq!(c.primary, want.primary);
+        assert_eq!(c.monitor, want.monitor);
         assert_eq!(c.ssh, want.ssh);
         assert_eq!(c.workers, want.workers);
         assert_eq!(c.worker_recovery, want.worker_recovery);
@@ -670,9 +764,6 @@ mod tests {
             .unwrap_err();
         assert!(matches!(&e, Error::Config { key, .. } if key == "monitr in examples/kdr.toml"), "{e}");
         assert!(e.is_usage());
-        // So is [primary]: nobody reads it (the old primary is [promotion] old_primary_*).
-        let e = Config::from_toml("[primary]\nname = \"master-1\"\n", "kdr.toml").unwrap_err();
-        assert!(matches!(&e, Error::Config { key, .. } if key == "primary in kdr.toml"), "{e}");
         // And an unknown key in a known section, named.
         let e = Config::from_toml("[ssh]\nusr = \"kube\"\n", "kdr.toml").unwrap_err();
         assert!(e.is_usage() && e.to_string().contains("usr"), "{e}");

@@ -429,8 +429,8 @@ impl Drill {
              connect_timeout = \"3s\"\n{workers_toml}\
              [worker_recovery]\nmode = \"rewire\"\nkubectl = \"/drill/bin/kubectl\"\nadmin_kubeconfig = \"/etc/kubernetes/admin.conf\"\n\
              poll_interval = \"1s\"\n\
-             [promotion]\nnode_name = \"master-2\"\nadvertise_address = \"{m2}\"\nold_primary_name = \"master-1\"\n\
-             old_primary_address = \"{m1}\"\nstate_dir = \"/var/lib/kdr/promotion\"\nbundle_dir = \"/var/lib/kdr/promotion/bundle\"\n\
+             [primary]\nname = \"master-1\"\naddress = \"{m1}\"\n\
+             [promotion]\nnode_name = \"master-2\"\nadvertise_address = \"{m2}\"\nstate_dir = \"/var/lib/kdr/promotion\"\nbundle_dir = \"/var/lib/kdr/promotion/bundle\"\n\
              [promotion.checks]\nkubectl = \"/drill/bin/kubectl\"\ntimeout = \"60s\"\npoll_interval = \"1s\"\n\
              [kubeadm]\nkubeadm = \"/drill/bin/kubeadm\"\netcd_data_dir = \"/var/lib/etcd\"\ninit_timeout = \"2m\"\n\
              [fence]\nkind = \"exec\"\ncommand = [\"/drill/bin/fence-ipmi\"]\n\
@@ -441,7 +441,7 @@ impl Drill {
              [monitor.standby]\napi_url = \"https://{m1_link}:6443/healthz\"\napi_ca_file = \"/drill/pki/ca.crt\"\n\
              host_tcp = \"{m1_link}:22\"\nself_tcp = \"s3:9000\"\nwitness_url = \"https://{m1}:6443/healthz\"\n\
              promote_command = [\"/opt/kdr/kdr\", \"failover\", \"--config\", \"/drill/kdr.toml\", \"--epoch\", \"{{epoch}}\"]\n\
-             promote_timeout_s = 600\nprimary_name = \"master-1\"\nprimary_address = \"{m1}\"\n{alerts}",
+             promote_timeout_s = 600\n{alerts}",
             m1 = ips.m1,
             m2 = ips.m2,
             m1_link = ips.m1_link,
