@@ -18,7 +18,9 @@ use kdr_core::backup::{BackupOptions, NoProgress, Progress, backup};
 use kdr_core::clock::SystemClock;
 use kdr_core::snapshot::codec::{EncodeOptions, EncryptionKey};
 use kdr_core::snapshot::verify::{download, verify};
-use kdr_core::snapshot::{Compression, ObjectKind, ObjectStoreSnapshotStore, SnapshotStore, StoreOptions};
+use kdr_core::snapshot::{
+    Compression, MAX_POD_NAMES, ObjectKind, ObjectStoreSnapshotStore, PodNames, SnapshotStore, StoreOptions,
+};
 use kdr_core::testing::conformance::snapshot_store;
 use kdr_core::testing::containers::{EtcdContainer, EtcdTls, EtcdVersion, S3Container};
 
@@ -188,6 +190,10 @@ async fn etcd_3_5_tls_backup_to_s3_encrypted_verifies_and_restores_with_etcdutl(
     assert_eq!(manifest.cluster_name, "test-cluster");
     assert_eq!(manifest.key_inventory, expected);
     assert_eq!(manifest.total_keys, 33);
+    // The pods by name (`namespace/name`, key order), for the promotion's snapshot-pods check.
+    let mut pods: Vec<String> = (0..25).map(|i| format!("default/pod-{i}")).collect();
+    pods.sort();
+    assert_eq!(manifest.pods, Some(PodNames { names: pods, truncated: false }));
     assert_eq!(manifest.compression, Compression::Zstd);
     assert!(
         matches!(&manifest.encryption, kdr_core::snapshot::Encryption::AgeX25519 { recipient } if *recipient == key.recipient())
@@ -581,7 +587,39 @@ async fn key_inventory_skip_scan_matches_a_full_listing_on_3_5_and_3_4() {
         assert_eq!(inv.by_resource, expected, "etcd {version:?}");
         assert_eq!(inv.total, keys.len() as u64);
         assert_eq!(inv.revision, status.revision);
+        // Pod names at the same revision: only /registry/pods/<ns>/<name>, none written after.
+        let pods = source.pod_names(status.revision, MAX_POD_NAMES).await.unwrap();
+        assert_eq!(
+            pods,
+            PodNames { names: vec!["ns/a".into(), "ns/b".into()], truncated: false },
+            "{version:?}"
+        );
+        let pods = source.pod_names(status.revision, 1).await.unwrap();
+        assert_eq!(pods, PodNames { names: vec!["ns/a".into()], truncated: true }, "{version:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_names_page_through_more_than_one_range_and_stop_at_the_cap() {
+    use etcd_client::{Txn, TxnOp};
+    use kdr_core::backup::etcd_source::EtcdSource;
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    // More pods than one page of the listing (1000), in etcd's 128-operation transactions.
+    let mut names: Vec<String> = (0..1203).map(|i| format!("ns-{}/pod-{i}", i % 3)).collect();
+    for chunk in names.chunks(100) {
+        let ops: Vec<TxnOp> =
+            chunk.iter().map(|n| TxnOp::put(format!("/registry/pods/{n}"), "v", None)).collect();
+        client.txn(Txn::new().and_then(ops)).await.unwrap();
+    }
+    names.sort();
+    let source = EtcdSource::connect(&EtcdSourceOptions::new(etcd.endpoint())).await.unwrap();
+    let rev = source.status().await.unwrap().revision;
+    let all = source.pod_names(rev, MAX_POD_NAMES).await.unwrap();
+    assert_eq!(all, PodNames { names: names.clone(), truncated: false });
+    assert_eq!(source.pod_names(rev, 1203).await.unwrap(), all, "exactly the cap is not truncated");
+    let capped = source.pod_names(rev, 1001).await.unwrap();
+    assert_eq!(capped, PodNames { names: names[..1001].to_vec(), truncated: true });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,6 +310,14 @@ fn show(m: &Manifest) {
             },
         ],
         vec!["keys".into(), m.total_keys.to_string()],
+        vec![
+            "pod names".into(),
+            match &m.pods {
+                Some(p) if p.truncated => format!("{} (truncated)", p.names.len()),
+                Some(p) => p.names.len().to_string(),
+                None => "not recorded (an older kdr wrote this set)".into(),
+            },
+        ],
     ];
     print_table(&rows);
     crate::common::out("");

@@ -81,12 +81,19 @@ async fn backup_list_show_verify_download_prune_delete_with_exit_codes() {
     assert_eq!(sets[0]["id"], id.as_str());
     assert_eq!(sets[0]["cluster_name"], "cli-test");
     assert_eq!(sets[0]["key_inventory"]["pods"], 10);
+    assert_eq!(sets[0]["pods"]["names"][0], "default/p0");
+    assert_eq!(sets[0]["pods"]["names"].as_array().map(Vec::len), Some(10));
     let o = kdr(&["--config", config, "snapshot", "list"], &[]);
     assert!(stdout(&o).lines().next().unwrap().starts_with("ID"), "a table for humans");
 
     let o = kdr(&["--config", config, "snapshot", "show", &id], &[]);
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("pods") && stdout(&o).contains("age to age1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).lines().any(|l| l.starts_with("pod names") && l.trim_end().ends_with(" 10")),
+        "{}",
+        stdout(&o)
+    );
 
     // verify (latest by default) with and without the key; a missing key file is a config error.
     let o =

@@ -392,7 +392,11 @@ impl E2e {
         let nodes =
             format!(r#"{{"items":[{},{},{}]}}"#, ready("master-2"), ready("worker-1"), ready("worker-2"));
         cp.install_file("/etc/kdr-fake/nodes.json", nodes.as_bytes(), 0o644).await.unwrap();
-        cp.install_file("/etc/kdr-fake/pods.json", br#"{"items":[{},{},{}]}"#, 0o644).await.unwrap();
+        // The pods the backup recorded, by name, plus the new primary's own static pod.
+        let pods = br#"{"items":[{"metadata":{"namespace":"default","name":"web-1"}},
+            {"metadata":{"namespace":"default","name":"web-2"}},
+            {"metadata":{"namespace":"kube-system","name":"etcd-master-2"}}]}"#;
+        cp.install_file("/etc/kdr-fake/pods.json", pods, 0o644).await.unwrap();
         let members = br#"{"members":[{"ID":10501334649042878790,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]}]}"#;
         cp.install_file("/etc/kdr-fake/members.json", members, 0o644).await.unwrap();
         old.install_recorders(&["systemctl", "crictl"]).await.unwrap();
@@ -543,6 +547,8 @@ async fn full_promotion_on_real_etcd_s3_and_sshd_nodes_then_refuses_the_same_epo
     assert_eq!(report.epoch, 1);
     assert_eq!(report.snapshot, e.manifest.id.as_str());
     assert!(report.checks.iter().all(|c| c.ok), "{report}");
+    let pods = report.checks.iter().find(|c| c.name == "snapshot-pods").unwrap();
+    assert_eq!(pods.detail, "all 2 pods named in the backup set present", "compared by name");
     assert_eq!(report.workers.len(), 2);
 
     // Claimed in S3; the old primary fenced; etcd and the cluster identity restored, the

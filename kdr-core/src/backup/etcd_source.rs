@@ -1,6 +1,6 @@
 //! Reading a backup's data from ONE etcd member: its status (revision, version, db size, name),
-//! a key inventory at that revision, a single key, and the Snapshot RPC stream with etcd's
-//! sha256 trailer verified on the fly.
+//! a key inventory and the pod names at that revision, a single key, and the Snapshot RPC stream
+//! with etcd's sha256 trailer verified on the fly.
 //!
 //! The Snapshot RPC streams the bbolt db in chunks of at most 32 KiB, then one last message whose
 //! blob is the 32-byte sha256 of everything before it (`remaining_bytes` is 0 on both the last
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::snapshot::ByteStream;
+use crate::snapshot::{ByteStream, PodNames};
 
 /// Client TLS files for etcd (kubeadm: `/etc/kubernetes/pki/etcd/ca.crt` and the
 /// `apiserver-etcd-client` or `healthcheck-client` pair).
@@ -106,6 +106,17 @@ pub fn resource_of(key: &[u8]) -> String {
             (end > 0).then(|| String::from_utf8_lossy(&rest[..end]).into_owned())
         })
         .unwrap_or_else(|| "other".to_owned())
+}
+
+/// The pod a key names, as `<namespace>/<name>`: `Some` for `/registry/pods/<ns>/<name>` only.
+pub fn pod_name_of(key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(b"/registry/pods/")?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    let (ns, name) = (&rest[..slash], &rest[slash + 1..]);
+    if ns.is_empty() || name.is_empty() || name.contains(&b'/') {
+        return None;
+    }
+    Some(String::from_utf8_lossy(rest).into_owned())
 }
 
 /// The outcome of a fully read snapshot stream.
@@ -322,6 +333,42 @@ impl EtcdSource {
         Ok(inv)
     }
 
+    /// The names of the pods at `revision` ([`pod_name_of`] each key under `/registry/pods/`), at
+    /// most `max` of them (then `truncated`).
+    ///
+    /// A keys-only range, paged: etcd still reads each pod's value from its backend (see
+    /// [`key_inventory`](Self::key_inventory)), so this costs a read of the pods' share of the db,
+    /// bounded by `max`; it does not touch the snapshot stream.
+    pub async fn pod_names(&self, revision: i64, max: usize) -> Result<PodNames> {
+        const PODS: &[u8] = b"/registry/pods/";
+        const PODS_END: &[u8] = b"/registry/pods0"; // '/' + 1
+        const PAGE: i64 = 1000;
+        let mut kv = self.client.kv_client();
+        let mut names = Vec::new();
+        let mut start = PODS.to_vec();
+        loop {
+            let opts = GetOptions::new()
+                .with_range(PODS_END)
+                .with_keys_only()
+                .with_limit(PAGE)
+                .with_revision(revision);
+            let resp = self.unary("listing the pod keys", kv.get(start.clone(), Some(opts))).await?;
+            for name in resp.kvs().iter().filter_map(|kv| pod_name_of(kv.key())) {
+                if names.len() == max {
+                    return Ok(PodNames { names, truncated: true });
+                }
+                names.push(name);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(PodNames { names, truncated: false }),
+            }
+        }
+    }
+
     /// The value of `key` at `revision` (0: latest), if present.
     pub async fn get(&self, key: &str, revision: i64) -> Result<Option<Vec<u8>>> {
         let mut kv = self.client.kv_client();
@@ -491,6 +538,28 @@ mod tests {
         assert_eq!(inv.total, 3);
         assert_eq!(inv.by_resource["pods"], 2);
         assert_eq!(inv.by_resource["other"], 1);
+    }
+
+    #[test]
+    fn pod_names_are_namespace_slash_name_of_pod_keys_only() {
+        assert_eq!(pod_name_of(b"/registry/pods/default/nginx").as_deref(), Some("default/nginx"));
+        assert_eq!(
+            pod_name_of(b"/registry/pods/kube-system/etcd-master-1").as_deref(),
+            Some("kube-system/etcd-master-1")
+        );
+        for not_a_pod in [
+            &b"/registry/pods/default"[..],
+            b"/registry/pods/default/",
+            b"/registry/pods//nginx",
+            b"/registry/pods/a/b/c",
+            b"/registry/pods",
+            b"/registry/podsecuritypolicy/psp/x",
+            b"/registry/pods0/ns/a",
+            b"/registry/secrets/default/nginx",
+            b"compact_rev_key",
+        ] {
+            assert_eq!(pod_name_of(not_a_pod), None, "{}", String::from_utf8_lossy(not_a_pod));
+        }
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! ```text
 //! etcd Snapshot RPC (one member) ─► sha256 + trailer check ─► zstd ─► [age] ─► sha256 ─► multipart upload
 //! control-plane files ─► tar ─► sha256 ─► zstd ─► [age] ─► sha256 ─► upload
-//! status + key inventory at the same revision ─► manifest, written last (create-only)
+//! status + key inventory + pod names at the same revision ─► manifest, written last (create-only)
 //! ```
 //! No temporary file is written and memory stays bounded whatever the db size. The store is
 //! checked (bucket, credentials) and the bundle planned before etcd is touched, so the common
@@ -24,7 +24,8 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::snapshot::codec::{self, EncodeOptions};
 use crate::snapshot::{
-    MANIFEST_SCHEMA_VERSION, Manifest, ObjectEntry, ObjectKind, SnapshotId, SnapshotSource, SnapshotStore,
+    MANIFEST_SCHEMA_VERSION, MAX_POD_NAMES, Manifest, ObjectEntry, ObjectKind, PodNames, SnapshotId,
+    SnapshotSource, SnapshotStore,
 };
 
 /// Everything a backup needs besides the store.
@@ -112,6 +113,17 @@ pub async fn backup_cancellable(
     let source = EtcdSource::connect(&opts.etcd).await?;
     let status = source.status().await?;
     let inventory = source.key_inventory(status.revision).await?;
+    // The pods by name, for the promotion's post-check; skipped when the inventory counts none.
+    let pods = match inventory.by_resource.get("pods") {
+        Some(&n) if n > 0 => source.pod_names(inventory.revision, MAX_POD_NAMES).await?,
+        _ => PodNames::default(),
+    };
+    if pods.truncated {
+        tracing::warn!(
+            recorded = pods.names.len(),
+            "more pods than the manifest records by name; the post-check will look for these only"
+        );
+    }
     if opts.bundle.spec != BundleSpec::None && !plan.has_kubeadm_config {
         match source.get(KUBEADM_CONFIG_ETCD_KEY, status.revision).await? {
             Some(value) => match bundle::kubeadm_config_from_etcd_value(&value) {
@@ -219,6 +231,7 @@ pub async fn backup_cancellable(
             bundle_files,
             key_inventory: inventory.by_resource.clone(),
             total_keys: inventory.total,
+            pods: Some(pods),
         };
         store.commit(&manifest).await?;
         Ok(manifest)

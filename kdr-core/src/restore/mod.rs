@@ -743,6 +743,7 @@ pub(crate) mod tests {
             bundle_files: vec![],
             key_inventory: BTreeMap::new(),
             total_keys: 0,
+            pods: None,
         }
     }
 }

@@ -4,8 +4,11 @@
 //! over SSH), each check polling until it passes or its timeout expires, never sleeping a fixed
 //! time:
 //! 1. `nodes-ready`: every node but the old primary (and workers already reported failed) Ready;
-//! 2. `snapshot-pods`: at least as many pods as the backup set's key inventory recorded (checked
-//!    before the old primary's Node is deleted, which garbage-collects its pods);
+//! 2. `snapshot-pods`: every pod the backup set names (`namespace/name`, [`PodNames`]) present,
+//!    except the old primary's static pods in `kube-system` (`<name>-<old primary>`, e.g.
+//!    `etcd-master-1`), which cannot come back on another host; sets written before kdr recorded
+//!    names fall back to comparing counts, and say so. Checked before the old primary's Node is
+//!    deleted, which garbage-collects its pods;
 //! 3. `test-pod`: a pod created and Running (scheduling, kubelet and the CNI work without
 //!    re-applying anything), then deleted;
 //! 4. `endpoint-references`: the copies of the API server endpoint that kubeadm keeps in the
@@ -25,6 +28,10 @@ use serde::{Deserialize, Serialize};
 use crate::control_plane::NodeIdentity;
 use crate::error::{Error, Result};
 use crate::remote::{NodeRemote, RemoteCommand, shell_quote};
+use crate::snapshot::PodNames;
+
+/// How many missing pods a failing `snapshot-pods` names.
+const MISSING_NAMED: usize = 5;
 
 /// What the checks need to know about the promotion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +44,10 @@ pub struct CheckContext {
     pub old_primary: NodeIdentity,
     /// The number of pods the backup set recorded, if its inventory has them.
     pub expected_pods: Option<u64>,
+    /// The pods the backup set names, if its manifest records them (compared instead of
+    /// `expected_pods`).
+    #[serde(default)]
+    pub recorded_pods: Option<PodNames>,
     /// The new API server endpoint (`host:port`), once known.
     pub endpoint: Option<String>,
     /// Workers whose recovery failed (not expected Ready; already reported).
@@ -125,6 +136,56 @@ struct NodeObj {
 #[derive(Deserialize)]
 struct Meta {
     name: String,
+}
+
+#[derive(Deserialize)]
+struct PodObj {
+    metadata: PodMeta,
+}
+
+#[derive(Deserialize)]
+struct PodMeta {
+    #[serde(default)]
+    namespace: String,
+    name: String,
+}
+
+/// Whether `pod` (`namespace/name`) is a static pod of the old primary: its mirror pod is named
+/// `<manifest name>-<node name>` in `kube-system`. It cannot come back on another host, so it is
+/// not waited for; when the old primary is this node (same-host mode) it does come back.
+fn old_primary_static_pod(ctx: &CheckContext, pod: &str) -> bool {
+    ctx.old_primary.name != ctx.this_node.name
+        && pod
+            .strip_prefix("kube-system/")
+            .and_then(|name| name.strip_suffix(ctx.old_primary.name.as_str()))
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('-'))
+}
+
+/// The recorded pods `snapshot-pods` waits for, and how many it leaves out as old-primary static
+/// pods.
+fn pods_to_expect<'a>(ctx: &CheckContext, recorded: &'a PodNames) -> (Vec<&'a str>, usize) {
+    let (excluded, expected): (Vec<&str>, Vec<&str>) =
+        recorded.names.iter().map(String::as_str).partition(|p| old_primary_static_pod(ctx, p));
+    (expected, excluded.len())
+}
+
+/// What `snapshot-pods` says about the names it was given, after the counts.
+fn recorded_note(ctx: &CheckContext, recorded: &PodNames, excluded: usize) -> String {
+    let mut note = String::new();
+    if excluded > 0 {
+        note.push_str(&format!(
+            "; {excluded} static pod(s) of the old primary {} not expected",
+            ctx.old_primary.name
+        ));
+    }
+    if recorded.truncated {
+        note.push_str(&format!(
+            "; the backup set names only the first {} of {} pods",
+            recorded.names.len(),
+            ctx.expected_pods.map_or_else(|| "more".to_owned(), |n| n.to_string())
+        ));
+    }
+    note
 }
 
 #[derive(Deserialize, Default)]
@@ -253,12 +314,45 @@ impl KubectlPostChecks {
         })
     }
 
-    async fn pods_present(&self, expected: u64) -> Result<Poll> {
+    async fn pods(&self) -> Result<Vec<PodObj>> {
         let out = self.run_ok(&self.kubectl("get pods -A -o json"), None).await?;
-        let list: List<serde_json::Value> = serde_json::from_str(&out)
+        let list: List<PodObj> = serde_json::from_str(&out)
             .map_err(|e| Error::integrity("kubectl get pods output", e.to_string()))?;
-        let n = list.items.len() as u64;
-        let detail = format!("{n} pods present, {expected} recorded in the backup set");
+        Ok(list.items)
+    }
+
+    /// Every recorded pod present, by `namespace/name`.
+    async fn named_pods_present(&self, ctx: &CheckContext, recorded: &PodNames) -> Result<Poll> {
+        let present: std::collections::HashSet<String> = self
+            .pods()
+            .await?
+            .into_iter()
+            .map(|p| format!("{}/{}", p.metadata.namespace, p.metadata.name))
+            .collect();
+        let (expected, excluded) = pods_to_expect(ctx, recorded);
+        let missing: Vec<&str> = expected.iter().copied().filter(|p| !present.contains(*p)).collect();
+        let note = recorded_note(ctx, recorded, excluded);
+        Ok(if missing.is_empty() {
+            Poll::Done(format!("all {} pods named in the backup set present{note}", expected.len()))
+        } else {
+            let more = missing.len().saturating_sub(MISSING_NAMED);
+            Poll::NotYet(format!(
+                "{} of {} pods named in the backup set missing: {}{}{note}",
+                missing.len(),
+                expected.len(),
+                missing[..missing.len().min(MISSING_NAMED)].join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ))
+        })
+    }
+
+    /// At least as many pods as recorded: for backup sets without pod names.
+    async fn pod_count_present(&self, expected: u64) -> Result<Poll> {
+        let n = self.pods().await?.len() as u64;
+        let detail = format!(
+            "{n} pods present, {expected} recorded in the backup set (counts only: the set predates \
+             recorded pod names)"
+        );
         Ok(if n >= expected { Poll::Done(detail) } else { Poll::NotYet(detail) })
     }
 
@@ -381,12 +475,22 @@ impl PostChecker for KubectlPostChecks {
                 self.kubectl("get nodes -o json"),
                 ctx.old_primary.name
             ),
-            match ctx.expected_pods {
-                Some(n) => format!(
-                    "snapshot-pods: `{}` lists at least {n} pods",
+            match (&ctx.recorded_pods, ctx.expected_pods) {
+                (Some(recorded), _) => {
+                    let (expected, excluded) = pods_to_expect(ctx, recorded);
+                    format!(
+                        "snapshot-pods: poll `{}` until the {} pods named in the backup set are present{} (timeout {t})",
+                        self.kubectl("get pods -A -o json"),
+                        expected.len(),
+                        recorded_note(ctx, recorded, excluded)
+                    )
+                }
+                (None, Some(n)) => format!(
+                    "snapshot-pods: poll `{}` until it lists at least {n} pods (counts only: the backup set \
+                     predates recorded pod names) (timeout {t})",
                     self.kubectl("get pods -A -o json")
                 ),
-                None => "snapshot-pods: skipped (the backup set has no pod inventory)".into(),
+                (None, None) => "snapshot-pods: skipped (the backup set has no pod inventory)".into(),
             },
             format!(
                 "test-pod: `{}` (pod {} image {}), poll until Running, then delete it",
@@ -409,9 +513,12 @@ impl PostChecker for KubectlPostChecks {
 
     async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>> {
         let mut results = vec![self.poll("nodes-ready", || self.nodes_ready(ctx)).await];
-        results.push(match ctx.expected_pods {
-            Some(n) => self.poll("snapshot-pods", || self.pods_present(n)).await,
-            None => CheckResult {
+        results.push(match (&ctx.recorded_pods, ctx.expected_pods) {
+            (Some(recorded), _) => {
+                self.poll("snapshot-pods", || self.named_pods_present(ctx, recorded)).await
+            }
+            (None, Some(n)) => self.poll("snapshot-pods", || self.pod_count_present(n)).await,
+            (None, None) => CheckResult {
                 name: "snapshot-pods".into(),
                 ok: true,
                 detail: "skipped: the backup set's inventory records no pods".into(),
@@ -463,9 +570,50 @@ mod tests {
             this_node: NodeIdentity { name: "master-2".into(), address: "192.168.30.202".into() },
             old_primary: NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() },
             expected_pods: Some(2),
+            recorded_pods: None,
             endpoint: Some("192.168.30.202:6443".into()),
             failed_workers: vec![],
         }
+    }
+
+    /// `kubectl get pods -A -o json` output listing `pods` (`namespace/name`).
+    fn pods_json(pods: &[&str]) -> String {
+        let items: Vec<serde_json::Value> = pods
+            .iter()
+            .map(|p| {
+                let (ns, name) = p.split_once('/').unwrap();
+                serde_json::json!({"kind": "Pod", "metadata": {"namespace": ns, "name": name}, "status": {"phase": "Running"}})
+            })
+            .collect();
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+    }
+
+    /// A context whose backup set names `pods`.
+    fn ctx_naming(pods: &[&str]) -> CheckContext {
+        CheckContext {
+            expected_pods: Some(pods.len() as u64),
+            recorded_pods: Some(PodNames {
+                names: pods.iter().map(|p| (*p).to_owned()).collect(),
+                truncated: false,
+            }),
+            ..ctx()
+        }
+    }
+
+    const RECORDED: &[&str] = &[
+        "default/web-0",
+        "default/web-1",
+        "kube-system/coredns-7db6d8ff4d-x2x9k",
+        "kube-system/etcd-master-1",
+        "kube-system/kube-apiserver-master-1",
+        "kube-system/kube-proxy-master-1-extra",
+    ];
+
+    async fn snapshot_pods(ctx: &CheckContext, listed: &[&str]) -> CheckResult {
+        let fake = healthy();
+        fake.respond("get pods -A -o json", Reply::exit(0, &pods_json(listed), ""));
+        let results = KubectlPostChecks::new(fake, settings()).run(ctx).await.unwrap();
+        results.into_iter().find(|r| r.name == "snapshot-pods").unwrap()
     }
 
     fn settings() -> PostCheckSettings {
@@ -479,7 +627,7 @@ mod tests {
     fn healthy() -> Arc<RecordingNodeRemote> {
         let fake = Arc::new(RecordingNodeRemote::new("master-2"));
         fake.respond("get nodes -o json", Reply::exit(0, NODES, ""))
-            .respond("get pods -A -o json", Reply::exit(0, r#"{"items":[{},{},{}]}"#, ""))
+            .respond("get pods -A -o json", Reply::exit(0, &pods_json(&["default/a", "default/b", "default/c"]), ""))
             .respond("jsonpath={.status.phase}", Reply::exit(0, "Running", ""))
             .respond("cluster-info", Reply::exit(0, "clusters:\n- cluster:\n    server: https://192.168.30.202:6443\n", ""))
             .respond("configmap kube-proxy", Reply::exit(0, "    server: https://192.168.30.202:6443\n", ""))
@@ -525,7 +673,7 @@ mod tests {
     async fn stale_member_is_removed_and_failures_are_reported_not_hidden() {
         let fake = healthy();
         fake.respond("configmap kube-proxy", Reply::exit(0, "    server: https://192.168.30.200:6443\n", ""));
-        fake.respond("get pods -A -o json", Reply::exit(0, r#"{"items":[{}]}"#, ""))
+        fake.respond("get pods -A -o json", Reply::exit(0, &pods_json(&["default/a"]), ""))
             .respond("jsonpath={.status.phase}", Reply::exit(0, "Pending", ""))
             .respond(
                 "member list -w json",
@@ -550,6 +698,114 @@ mod tests {
         // The member keeps being listed by the fake, so the check removes it and, still seeing it, fails.
         assert!(fake.commands().iter().any(|c| c.contains("member remove ff")), "{:?}", fake.commands());
         assert!(!by("old-primary-etcd-member").ok);
+    }
+
+    #[tokio::test]
+    async fn recorded_pods_present_by_name_pass_without_the_old_primarys_static_pods() {
+        // The new primary runs its own static pods; the old primary's cannot come back.
+        let listed = [
+            "default/web-0",
+            "default/web-1",
+            "kube-system/coredns-7db6d8ff4d-x2x9k",
+            "kube-system/kube-proxy-master-1-extra",
+            "kube-system/etcd-master-2",
+            "kube-system/kube-apiserver-master-2",
+            "default/new-since-the-backup",
+        ];
+        let r = snapshot_pods(&ctx_naming(RECORDED), &listed).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(
+            r.detail,
+            "all 4 pods named in the backup set present; 2 static pod(s) of the old primary master-1 not expected"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_different_set_of_pods_fails_naming_the_missing_ones_even_with_enough_pods() {
+        // As many pods as recorded (the old count check passed this), but not the same ones.
+        let listed = [
+            "default/web-0",
+            "default/web-1-replacement",
+            "kube-system/coredns-7db6d8ff4d-x2x9k",
+            "kube-system/etcd-master-2",
+            "kube-system/kube-apiserver-master-2",
+            "default/other",
+            "default/another",
+        ];
+        let r = snapshot_pods(&ctx_naming(RECORDED), &listed).await;
+        assert!(!r.ok, "{r:?}");
+        assert!(
+            r.detail.starts_with("not within 500ms: 2 of 4 pods named in the backup set missing: "),
+            "{r:?}"
+        );
+        assert!(
+            r.detail.contains("missing: default/web-1, kube-system/kube-proxy-master-1-extra; 2 static"),
+            "{r:?}"
+        );
+
+        // Many missing: the first few are named, the rest counted.
+        let many: Vec<String> = (0..8).map(|i| format!("default/job-{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let r = snapshot_pods(&ctx_naming(&many), &["default/job-0"]).await;
+        assert!(
+            !r.ok && r.detail.ends_with(
+                "7 of 8 pods named in the backup set missing: default/job-1, default/job-2, default/job-3, \
+                 default/job-4, default/job-5 and 2 more"
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn same_host_promotion_waits_for_its_own_static_pods() {
+        // The old primary rebuilt as itself: its static pods do come back, so they are expected.
+        let mut c = ctx_naming(&["kube-system/etcd-master-1", "default/web-0"]);
+        c.this_node = c.old_primary.clone();
+        let r = snapshot_pods(&c, &["default/web-0"]).await;
+        assert!(
+            !r.ok
+                && r.detail
+                    .contains("1 of 2 pods named in the backup set missing: kube-system/etcd-master-1"),
+            "{r:?}"
+        );
+        let r = snapshot_pods(&c, &["default/web-0", "kube-system/etcd-master-1"]).await;
+        assert!(r.ok && r.detail == "all 2 pods named in the backup set present", "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_truncated_list_says_so_and_an_old_manifest_falls_back_to_counts() {
+        let mut c = ctx_naming(&["default/web-0"]);
+        c.expected_pods = Some(10_001);
+        c.recorded_pods.as_mut().unwrap().truncated = true;
+        let r = snapshot_pods(&c, &["default/web-0"]).await;
+        assert!(r.ok, "{r:?}");
+        assert!(r.detail.ends_with("the backup set names only the first 1 of 10001 pods"), "{r:?}");
+
+        // No names (a set written before kdr recorded them): counts, and the detail says so.
+        let r = snapshot_pods(&ctx(), &["default/x", "default/y"]).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(
+            r.detail,
+            "2 pods present, 2 recorded in the backup set (counts only: the set predates recorded pod names)"
+        );
+        let r = snapshot_pods(&ctx(), &["default/x"]).await;
+        assert!(
+            !r.ok && r.detail.contains("1 pods present, 2 recorded in the backup set (counts only"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn the_plan_says_what_snapshot_pods_compares() {
+        let checks = KubectlPostChecks::new(healthy(), settings());
+        let line =
+            |c: &CheckContext| checks.plan(c).into_iter().find(|l| l.starts_with("snapshot-pods")).unwrap();
+        let named = line(&ctx_naming(RECORDED));
+        assert!(
+            named.contains("until the 4 pods named in the backup set are present; 2 static pod(s) of the old primary master-1 not expected"),
+            "{named}"
+        );
+        assert!(line(&ctx()).contains("at least 2 pods (counts only"), "{}", line(&ctx()));
     }
 
     #[tokio::test]

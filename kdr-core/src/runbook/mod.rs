@@ -583,6 +583,7 @@ impl Runbook {
             this_node: self.settings().this_node(),
             old_primary: self.settings().old_primary(),
             expected_pods: expected_pods(manifest),
+            recorded_pods: manifest.pods.clone(),
             endpoint,
             failed_workers: failed_workers.to_vec(),
         }

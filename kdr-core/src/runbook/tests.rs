@@ -13,7 +13,9 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::control_plane::{InitPlan, InitReport};
 use crate::fence::FenceReport;
-use crate::snapshot::{ByteStream, Compression, Encryption, IncompleteSet, SnapshotSource, StoredObject};
+use crate::snapshot::{
+    ByteStream, Compression, Encryption, IncompleteSet, PodNames, SnapshotSource, StoredObject,
+};
 
 /// What the fakes did, and where the next crash happens.
 #[derive(Debug, Default)]
@@ -201,7 +203,11 @@ impl PostChecker for FakeChecks {
             CheckResult {
                 name: "snapshot-pods".into(),
                 ok: true,
-                detail: format!("{:?}", ctx.expected_pods),
+                detail: format!(
+                    "{:?} {:?}",
+                    ctx.expected_pods,
+                    ctx.recorded_pods.as_ref().map(|p| p.names.clone())
+                ),
             },
         ])
     }
@@ -230,6 +236,10 @@ fn manifest() -> Manifest {
         bundle_files: vec![],
         key_inventory: BTreeMap::from([("pods".to_owned(), 12)]),
         total_keys: 300,
+        pods: Some(PodNames {
+            names: vec!["default/web-0".into(), "default/web-1".into()],
+            truncated: false,
+        }),
     }
 }
 
@@ -369,7 +379,10 @@ async fn full_run_journals_every_step_then_refuses_the_same_epoch() {
     // The join token never reaches the journal.
     let text = std::fs::read_to_string(j.path()).unwrap();
     assert!(!text.contains("token"), "{text}");
-    assert_eq!(report.checks[1].detail, "Some(12)", "expected pods come from the manifest's inventory");
+    assert_eq!(
+        report.checks[1].detail, r#"Some(12) Some(["default/web-0", "default/web-1"])"#,
+        "expected pods come from the manifest: its inventory's count and its pod names"
+    );
     let rendered = report.to_string();
     assert!(rendered.contains("worker-2") && rendered.contains("ok"), "{rendered}");
 

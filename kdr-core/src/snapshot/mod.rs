@@ -32,7 +32,15 @@ pub use self::object_store::{ObjectStoreSnapshotStore, StoreOptions};
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// The manifest schema this build writes. Readers accept this version and refuse newer ones.
+///
+/// A new optional field (absent in older manifests, ignored by older readers, which do not deny
+/// unknown fields) does not change the version, as [`Manifest::pods`] did not; a change an older
+/// reader would misread does.
 pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
+
+/// The most pod names a manifest records ([`PodNames`]). About 60 bytes each, so at most ~600 KB
+/// of manifest; a larger cluster records the first names in key order and says it was truncated.
+pub const MAX_POD_NAMES: usize = 10_000;
 
 /// The name of the manifest object inside a set.
 pub const MANIFEST_OBJECT: &str = "manifest.json";
@@ -179,6 +187,17 @@ pub struct SnapshotSource {
     pub db_size: u64,
 }
 
+/// The pods in a snapshot by name, so that the promotion's `snapshot-pods` check can ask for
+/// these pods, not just as many.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNames {
+    /// `<namespace>/<name>` of each key `/registry/pods/<namespace>/<name>`, in key order (sorted).
+    pub names: Vec<String>,
+    /// Whether the snapshot has more pods than [`MAX_POD_NAMES`] and only the first are listed
+    /// (`key_inventory["pods"]` has the full count).
+    pub truncated: bool,
+}
+
 /// The manifest of a complete backup set. Written last, create-only; its presence is what makes
 /// the set complete.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +229,10 @@ pub struct Manifest {
     pub key_inventory: BTreeMap<String, u64>,
     /// Total number of keys at `source.revision`.
     pub total_keys: u64,
+    /// The pods at `source.revision` by name. `None` in manifests written before kdr recorded
+    /// them (schema 1 either way: see [`MANIFEST_SCHEMA_VERSION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodNames>,
 }
 
 impl Manifest {

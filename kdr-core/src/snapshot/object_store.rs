@@ -706,6 +706,7 @@ impl SnapshotStore for ObjectStoreSnapshotStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::PodNames;
 
     #[tokio::test]
     async fn large_objects_come_back_whole_and_in_order_through_ranged_reads() {
@@ -771,6 +772,39 @@ mod tests {
         };
         let s = format!("{o:?}");
         assert!(!s.contains("TOPSECRET") && !s.contains("TOKEN") && !s.contains("AZSECRET"), "{s}");
+    }
+
+    /// A manifest as kdr wrote it before it recorded pod names.
+    const MANIFEST_WITHOUT_POD_NAMES: &str = r#"{
+      "schema_version": 1, "id": "20261121T051115Z-1a2b3c4d", "created_at": "2026-11-21T05:11:15Z",
+      "duration_ms": 900, "cluster_name": "prod",
+      "source": {"endpoint": "https://10.0.0.1:2379", "member_name": "master-1", "member_id": "8e9e05c52164694d",
+                 "etcd_version": "3.5.16", "revision": 42, "db_size": 1048576},
+      "compression": "zstd", "encryption": {"scheme": "none"}, "etcd_hash_verified": true,
+      "objects": [], "bundle_files": [], "key_inventory": {"pods": 2}, "total_keys": 2
+    }"#;
+
+    #[test]
+    fn pod_names_round_trip_and_old_manifests_without_them_still_parse() {
+        let old = parse_manifest("x", MANIFEST_WITHOUT_POD_NAMES.as_bytes()).unwrap();
+        assert_eq!(old.pods, None);
+        assert_eq!(old.key_inventory["pods"], 2);
+
+        let mut m = old.clone();
+        m.pods = Some(PodNames {
+            names: vec!["default/a".into(), "kube-system/etcd-master-1".into()],
+            truncated: true,
+        });
+        let json = serde_json::to_vec(&m).unwrap();
+        let back = parse_manifest("x", &json).unwrap();
+        assert_eq!(back, m);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["schema_version"], 1, "an optional field does not bump the schema");
+        assert_eq!(v["pods"]["names"][1], "kube-system/etcd-master-1");
+        assert_eq!(v["pods"]["truncated"], true);
+        // A manifest without names is written as before (no `pods` key).
+        let v = serde_json::to_value(&old).unwrap();
+        assert!(v.get("pods").is_none(), "{v}");
     }
 
     #[test]

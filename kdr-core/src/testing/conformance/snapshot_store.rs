@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::snapshot::{
     ByteStream, Compression, Encryption, MANIFEST_SCHEMA_VERSION, Manifest, ObjectEntry, ObjectKind,
-    SnapshotId, SnapshotSource, SnapshotStore,
+    PodNames, SnapshotId, SnapshotSource, SnapshotStore,
 };
 
 /// A manifest for `id` with plausible values and the given objects, for tests.
@@ -40,6 +40,10 @@ pub fn sample_manifest(id: SnapshotId, objects: Vec<ObjectEntry>) -> Manifest {
         bundle_files: Vec::new(),
         key_inventory: BTreeMap::from([("pods".to_owned(), 3), ("secrets".to_owned(), 2)]),
         total_keys: 5,
+        pods: Some(PodNames {
+            names: vec!["default/web-0".into(), "default/web-1".into(), "kube-system/etcd-cp-1".into()],
+            truncated: false,
+        }),
     }
 }
 
