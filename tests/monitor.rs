@@ -5,6 +5,8 @@
 //! exec alerts received by a local HTTP receiver when etcd stops; a cron schedule; JSON logs.
 //! Needs Docker (tests named `docker_*`) and, for the drill, the etcd 3.5 binaries
 //! (`KDR_ETCD_3_5_DIR`; `make test`, or `. .tools/env`).
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ use kdr_core::monitor::{Shared, Status};
 use kdr_core::runbook::{Claim, ClaimStore};
 use kdr_core::snapshot::{ObjectKind, ObjectStoreSnapshotStore, SnapshotStore};
 use kdr_core::testing::containers::{EtcdContainer, EtcdVersion, S3Container};
+
+use common::bins::bins;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -140,23 +144,6 @@ async fn docker_three_scheduled_backups_then_a_prune_and_metrics_scraped() {
     assert_eq!(sets[0].total_keys, sets[1].total_keys);
     assert!(store.list_incomplete().await.unwrap().is_empty());
     // /healthz and /status while running were checked by the scrape loop; check the status JSON shape.
-}
-
-/// Builds the binaries once and returns their dir (target/debug).
-fn bins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "kdr-monitor", "-p", "kdr-cli"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building kdr-monitor and kdr");
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().to_owned()
-    })
 }
 
 struct Monitor {

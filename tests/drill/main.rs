@@ -18,6 +18,9 @@
 //! `tests/drill/hosts/`. Everything else is real: etcd, TLS, S3, sshd, the networks, the binaries.
 //! Each scenario prints its figures (detection, restore, RTO, keys lost, RPO); the README records
 //! them.
+/// Helpers shared with the other integration tests (the binaries).
+#[path = "../common/mod.rs"]
+mod common;
 mod topology;
 
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! The drill's hosts, networks and measurements. See the [crate docs](crate).
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::bins::bins;
 use chrono::{DateTime, Utc};
 use kdr_core::clock::{Clock, SystemClock};
 use kdr_core::snapshot::{ObjectStoreSnapshotStore, SnapshotStore, StoreOptions};
@@ -54,23 +55,6 @@ fn write(path: &Path, contents: impl AsRef<[u8]>, mode: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, contents).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// The kdr and kdr-monitor binaries (built once), mounted into the masters.
-fn bins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "kdr-monitor", "-p", "kdr-cli"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building kdr-monitor and kdr");
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().to_owned()
-    })
 }
 
 fn etcd_dir() -> PathBuf {
