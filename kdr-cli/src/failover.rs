@@ -52,13 +52,9 @@ pub async fn run(g: &GlobalArgs, a: FailoverArgs) -> anyhow::Result<ExitCode> {
 /// The epoch of a failover the local monitor's detector decided but did not see through (latched
 /// in progress or halted), from its state file; `None` without one.
 fn detector_epoch(cfg: &kdr_core::config::Config) -> anyhow::Result<Option<u64>> {
-    use kdr_core::failover::{Latch, StateStore};
+    use kdr_core::failover::{FileStateStore, Latch, StateStore};
     let path = cfg.monitor.state_file();
-    if !path.exists() {
-        return Ok(None);
-    }
-    let store = kdr_core::monitor::standby::state_store(&cfg.monitor.state_dir);
-    let Some(state) = store.load()? else { return Ok(None) };
+    let Some(state) = FileStateStore::new(&path).load()? else { return Ok(None) };
     Ok(match state.latch {
         Latch::InProgress { epoch, .. } | Latch::Halted { epoch, .. } => {
             eprintln!(

@@ -255,9 +255,9 @@ pub struct StandbyConfig {
     pub fence_command: Vec<String>,
     /// How long the fence may take, in seconds (default 300).
     pub fence_timeout_s: u64,
-    /// The old primary's node name and address, passed to the fence hook.
+    /// The old primary's node name, passed to the fence hook (default: `[primary] name`).
     pub primary_name: String,
-    /// The old primary's address.
+    /// The old primary's address (default: `[primary] address`).
     pub primary_address: String,
     /// The URL each witness (`[detector] witnesses`, each the name of a `[[workers]]` entry,
     /// reached over `[ssh]`) fetches with its own curl to tell whether *it* reaches the primary
