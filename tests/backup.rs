@@ -4,6 +4,8 @@
 //!
 //! Every bad-input case checks two things: a clear error naming the input, and nothing partial
 //! listed in the store afterwards.
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -470,14 +472,7 @@ fn pause_at(threshold: u64) -> (Arc<PauseAt>, mpsc::Receiver<()>, mpsc::Sender<(
 async fn fill(client: &mut etcd_client::Client, mib: usize) {
     let mut x: u64 = 0x9e3779b97f4a7c15;
     for i in 0..mib {
-        let value: Vec<u8> = (0..1024 * 1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let value = common::data::incompressible(&mut x, 1024 * 1024);
         client.put(format!("/registry/configmaps/big/cm-{i}"), value, None).await.unwrap();
     }
 }

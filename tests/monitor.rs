@@ -24,6 +24,7 @@ use kdr_core::snapshot::{ObjectKind, ObjectStoreSnapshotStore, SnapshotStore};
 use kdr_core::testing::containers::{EtcdContainer, EtcdVersion, S3Container};
 
 use common::bins::bins;
+use common::wait::{metric, parse_metrics, wait_for};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -64,31 +65,11 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 fn scrape(port: u16) -> prometheus_parse::Scrape {
-    let body = http_get(port, "/metrics").expect("/metrics answers 200");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parseable metrics")
+    parse_metrics(&http_get(port, "/metrics").expect("/metrics answers 200"))
 }
 
 fn value(scrape: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
-    scrape.samples.iter().find(|s| s.metric == name).map(|s| match s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => v,
-        _ => f64::NAN,
-    })
-}
-
-async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let clock = kdr_core::clock::Clock::instant(&SystemClock);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            kdr_core::clock::Clock::instant(&SystemClock) - clock < limit,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    metric(scrape, name, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,14 +247,7 @@ async fn a_large_set_restores_through_ranged_reads() {
     let mut expected = BTreeMap::new();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for i in 0..400 {
-        let value: Vec<u8> = (0..100 * 1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let value = common::data::incompressible(&mut x, 100 * 1024);
         let key = format!("/registry/configmaps/big/cm-{i:04}");
         client.put(key.clone(), value.clone(), None).await.unwrap();
         expected.insert(key, value);

@@ -3,3 +3,5 @@
 
 pub mod backup;
 pub mod bins;
+pub mod data;
+pub mod wait;

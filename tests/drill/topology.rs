@@ -5,8 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::bins::bins;
+use crate::common::wait::{metric, parse_metrics, wait_for};
 use chrono::{DateTime, Utc};
 use kdr_core::clock::{Clock, SystemClock};
+use kdr_core::runbook::ClaimStore;
 use kdr_core::snapshot::{ObjectStoreSnapshotStore, SnapshotStore, StoreOptions};
 use kdr_core::testing::containers::{EtcdTls, S3Container, SshNodeContainer, SshNodeOptions};
 use rcgen::{
@@ -248,10 +250,10 @@ pub struct Drill {
     m1: Master,
     m2: Master,
     workers: Vec<SshNodeContainer>,
-    s3: S3Container,
+    /// Kept for its lifetime: the store's server.
+    _s3: S3Container,
     etcd_tls: EtcdTls,
     store: ObjectStoreSnapshotStore,
-    prefix: String,
     link: String,
     ips: Ips,
     _nets: [Net; 2],
@@ -467,10 +469,9 @@ impl Drill {
             m1,
             m2,
             workers: workers.into_iter().map(|(w, _)| w).collect(),
-            s3,
+            _s3: s3,
             etcd_tls,
             store,
-            prefix,
             link: link.0.clone(),
             ips,
             _nets: [lan, link],
@@ -482,9 +483,6 @@ impl Drill {
         docker_ok(&["network", "connect", "--ip", &drill.ips.m2_link, &drill.link, &drill.m2.name]);
         drill
     }
-
-    /// Stops every container and removes the networks now (drop does the same).
-    pub fn finish(self) {}
 
     fn sh(&self, container: &str, script: &str) -> (i32, String, String) {
         docker(&["exec", container, "bash", "-c", script])
@@ -515,7 +513,7 @@ impl Drill {
     }
 
     async fn wait_m1_serving(&self, limit: Duration) {
-        wait_for("master-1's etcd and API server", limit, || async {
+        wait_for("master-1's etcd and API server", limit, async || {
             let mut c = self.m1_client().await?;
             c.status().await.ok()?;
             let (code, _, _) = self.workers[0]
@@ -554,20 +552,18 @@ impl Drill {
 
     /// Waits until the store holds at least `n` complete sets.
     pub async fn wait_backups(&self, n: usize, limit: Duration) {
-        wait_for(&format!("{n} backup sets"), limit, || async {
-            (self.backup_count().await >= n).then_some(())
-        })
-        .await;
+        wait_for(&format!("{n} backup sets"), limit, async || (self.backup_count().await >= n).then_some(()))
+            .await;
     }
 
     /// Scrapes master-2's monitor.
     pub fn standby_metrics(&self) -> Metrics {
-        Metrics(self.m2_sh("curl -sf http://127.0.0.1:9464/metrics"))
+        Metrics(parse_metrics(&self.m2_sh("curl -sf http://127.0.0.1:9464/metrics")))
     }
 
     /// Polls master-2's metrics until `f` answers.
     pub async fn wait_metrics<T>(&self, limit: Duration, f: impl Fn(&Metrics) -> Option<T>) -> T {
-        wait_for("master-2's metrics", limit, || async { f(&self.standby_metrics()) }).await
+        wait_for("master-2's metrics", limit, async || f(&self.standby_metrics())).await
     }
 
     /// Waits until the standby's detector is watching a live primary (every probe up).
@@ -644,7 +640,7 @@ impl Drill {
 
     /// Waits for a line containing `needle` in master-2's `file`.
     pub async fn wait_m2_log(&self, file: &str, needle: &str, limit: Duration) -> String {
-        wait_for(&format!("{needle:?} in master-2's {file}"), limit, || async {
+        wait_for(&format!("{needle:?} in master-2's {file}"), limit, async || {
             self.m2_file(file).lines().find(|l| l.contains(needle)).map(str::to_owned)
         })
         .await
@@ -659,7 +655,7 @@ impl Drill {
 
     /// Waits for a master-2 alert containing `needle`; returns its time and text.
     pub async fn wait_m2_alert(&self, needle: &str, limit: Duration) -> (DateTime<Utc>, String) {
-        wait_for(&format!("master-2 alert {needle:?}"), limit, || async {
+        wait_for(&format!("master-2 alert {needle:?}"), limit, async || {
             Self::alert_in(&self.m2_file("alerts.log"), needle)
         })
         .await
@@ -667,7 +663,7 @@ impl Drill {
 
     /// Waits for a master-1 alert containing `needle`.
     pub async fn wait_m1_alert(&self, needle: &str, limit: Duration) -> (DateTime<Utc>, String) {
-        wait_for(&format!("master-1 alert {needle:?}"), limit, || async {
+        wait_for(&format!("master-1 alert {needle:?}"), limit, async || {
             Self::alert_in(&self.m1_file("alerts.log"), needle)
         })
         .await
@@ -675,7 +671,7 @@ impl Drill {
 
     /// Waits until master-1's etcd and API server stand-ins are down (after its self-fence).
     pub async fn wait_m1_control_plane_stopped(&self, limit: Duration) {
-        wait_for("master-1's control plane to stop", limit, || async {
+        wait_for("master-1's control plane to stop", limit, async || {
             let (code, out, _) = self.sh(&self.m1.name, "pgrep -x etcd; pgrep -x openssl; true");
             (code == 0 && out.trim().is_empty()).then_some(())
         })
@@ -710,20 +706,10 @@ impl Drill {
         out.split_whitespace().map(str::to_owned).collect()
     }
 
-    /// The epochs claimed in the store.
-    pub async fn claims(&self) -> Vec<u64> {
-        let store = self.s3.object_store(self.s3.bucket()).unwrap();
-        let dir = object_store::path::Path::from(format!("{}/claims", self.prefix));
-        let listed = store.list_with_delimiter(Some(&dir)).await.map(|l| l.objects).unwrap_or_default();
-        let mut out: Vec<u64> = listed
-            .iter()
-            .filter_map(|o| {
-                let name = o.location.filename()?;
-                name.strip_prefix("epoch-")?.strip_suffix(".json")?.parse().ok()
-            })
-            .collect();
-        out.sort_unstable();
-        out
+    /// The newest epoch claimed in the store (the runbook's claims, read with its [`ClaimStore`]).
+    pub async fn newest_claim(&self) -> Option<u64> {
+        let claims = ClaimStore::new(self.store.inner().clone(), self.store.prefix(), "drill");
+        claims.newest().await.unwrap().map(|c| c.epoch)
     }
 
     fn count_lines(&self, file: &str, needle: &str) -> usize {
@@ -754,7 +740,7 @@ impl Drill {
 
     /// Waits until the promotion of `epoch` completed; returns the journal's figures.
     pub async fn wait_promoted(&self, epoch: u64, limit: Duration) -> Promoted {
-        let journal = wait_for(&format!("the promotion of epoch {epoch} to complete"), limit, || async {
+        let journal = wait_for(&format!("the promotion of epoch {epoch} to complete"), limit, async || {
             let j = self.journal(epoch)?;
             if j["completed_at"].is_string() { Some(j) } else { None }
         })
@@ -900,20 +886,13 @@ pub fn step_attempts(journal: &serde_json::Value, name: &str) -> Option<u64> {
     step(journal, name)?["attempts"].as_u64()
 }
 
-/// Prometheus text, parsed enough for the drill.
-pub struct Metrics(String);
+/// master-2's `/metrics`, parsed.
+pub struct Metrics(prometheus_parse::Scrape);
 
 impl Metrics {
     /// The first sample of `name` whose labels include `labels`.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.0.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-            let (series, v) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            if n != name || !labels.iter().all(|(k, val)| rest.contains(&format!("{k}=\"{val}\""))) {
-                return None;
-            }
-            v.parse().ok()
-        })
+        metric(&self.0, name, labels)
     }
 }
 
@@ -967,21 +946,5 @@ impl Writer {
         let v = self.acked.lock().unwrap().clone();
         assert!(!v.is_empty(), "master-1 acknowledged no write");
         v
-    }
-}
-
-/// Polls `f` every 250 ms until it gives a value; panics naming `what` after `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, f: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = SystemClock.instant();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -9,20 +9,12 @@ use kdr_core::Error;
 use kdr_core::clock::{Clock, SystemClock};
 use kdr_core::control_plane::{ControlPlaneInit, InitState, KubeadmInit, KubeadmSettings, NodeIdentity};
 use kdr_core::fence::{FenceTarget, Fencer, SshFencer};
-use kdr_core::remote::{NodeRemote, SshConfig, SshNodeRemote};
+use kdr_core::remote::{NodeRemote, SshNodeRemote};
 use kdr_core::runbook::{Claim, ClaimOutcome, ClaimStore};
 use kdr_core::testing::containers::{S3Container, SshNodeContainer};
 
 fn remote(node: &SshNodeContainer, name: &str) -> Arc<dyn NodeRemote> {
-    let ssh = SshConfig {
-        user: node.user().to_owned(),
-        port: node.port(),
-        key_file: node.private_key_path(),
-        known_hosts: node.known_hosts_path().to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        ..SshConfig::default()
-    };
-    Arc::new(SshNodeRemote::new(ssh.target(name, node.host())).unwrap())
+    Arc::new(SshNodeRemote::new(super::target(node, name)).unwrap())
 }
 
 fn claim(epoch: u64, holder: &str) -> Claim {
