@@ -5,29 +5,50 @@
 //! local etcd 3.5, and measures wall time and peak RSS (`/usr/bin/time -f '%e %M'`; Debian
 //! package `time`) of:
 //! - `etcdctl snapshot save` to local disk (the reference: what the seeds run);
-//! - `kdr backup` (release build) to a local S3 server (s3s-fs, `$KDR_S3S_FS`), with sha256
-//!   verification and zstd on (the default), no bundle: once with the payload signed (the
-//!   default over plain http, where s3s-fs also hashes every body to check it) and once with
-//!   `UNSIGNED-PAYLOAD` (the default over https);
+//! - `kdr backup` (release build) to each local S3 server (`common::s3`: s3s-fs and Garage;
+//!   `KDR_BENCH_S3` picks), with sha256 verification and zstd on (the default), no bundle: once
+//!   with the payload signed (the default over plain http, where the server also hashes every
+//!   body to check it) and once with `UNSIGNED-PAYLOAD` (the default over https);
 //! - `kdr backup` to a local directory (`file://`), for reference.
 //!
-//! Each is run `KDR_BENCH_RUNS` times (default 3), alternating; the median is printed, with
+//! Each is run `KDR_BENCH_RUNS` times (default 3), alternating, after a `sync`; the median is printed, with
 //! kdr's ratios to etcdctl. Goals (issue 3): wall-time ratio ≤ 1.0, kdr's peak RSS ≤ 48 MiB and
 //! flat across sizes. Nothing here asserts timings; it prints.
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 mod common;
-use common::{
-    BenchArgs, Measure, Server, etcd_bin, free_port, generate, measure, median, start_etcd, target_dir,
-    wait_port,
-};
+use common::s3::{S3, S3Kind};
+use common::{BenchArgs, Measure, etcd_bin, generate, measure, median, median_of, start_etcd, target_dir};
+
+/// One tool's runs: its own measures and the CPU seconds etcd and the S3 server spent meanwhile.
+struct Tool {
+    name: String,
+    runs: Vec<Measure>,
+    etcd_cpu: Vec<f64>,
+    server_cpu: Vec<f64>,
+}
+
+impl Tool {
+    fn new(name: String) -> Self {
+        Self { name, runs: Vec::new(), etcd_cpu: Vec::new(), server_cpu: Vec::new() }
+    }
+
+    fn push(&mut self, m: Measure, etcd_cpu: f64, server_cpu: f64) {
+        self.runs.push(m);
+        self.etcd_cpu.push(etcd_cpu);
+        self.server_cpu.push(server_cpu);
+    }
+
+    fn median(&mut self) -> Measure {
+        median(&mut self.runs)
+    }
+}
 
 fn main() -> Result<()> {
     let Some(BenchArgs { sizes, runs }) = BenchArgs::from_env()? else { return Ok(()) };
-    let s3s = std::env::var_os("KDR_S3S_FS").map(PathBuf::from).context("KDR_S3S_FS (source .tools/env)")?;
+    let servers = S3Kind::from_env()?;
     let target = target_dir();
     let bench_dir = target.join("kdr-bench");
     std::fs::create_dir_all(&bench_dir)?;
@@ -47,99 +68,107 @@ fn main() -> Result<()> {
     for &mb in &sizes {
         let data = bench_dir.join(format!("etcd-{mb}mb"));
         generate(&data, mb)?;
-        let (_etcd, url) = start_etcd(&data, &[])?;
+        let (etcd, url) = start_etcd(&data, &[])?;
         let mut db_size = 0;
         let out_dir = bench_dir.join("out");
         let _ = std::fs::remove_dir_all(&out_dir);
         std::fs::create_dir_all(&out_dir)?;
 
-        let mut results: Vec<(&str, Vec<Measure>)> = vec![
-            ("etcdctl snapshot save -> disk", Vec::new()),
-            ("kdr backup -> s3s-fs (signed payload, default over http)", Vec::new()),
-            ("kdr backup -> s3s-fs (unsigned payload, default over https)", Vec::new()),
-            ("kdr backup -> file://", Vec::new()),
-        ];
+        let mut tools = vec![Tool::new("etcdctl snapshot save -> disk".into())];
+        for kind in &servers {
+            for (payload, when) in [("signed", "default over http"), ("unsigned", "default over https")] {
+                tools.push(Tool::new(format!("kdr backup -> {} ({payload} payload, {when})", kind.name())));
+            }
+        }
+        tools.push(Tool::new("kdr backup -> file://".into()));
         for run in 0..runs {
             let snap = out_dir.join("etcdctl.db");
             let _ = std::fs::remove_file(&snap);
-            results[0].1.push(measure(
+            let etcd_before = etcd.cpu_secs();
+            let m = measure(
                 Command::new(etcd_bin("etcdctl"))
                     .arg(format!("--endpoints={url}"))
                     .args(["snapshot", "save"])
                     .arg(&snap),
                 "etcdctl snapshot save",
-            )?);
+            )?;
+            tools[0].push(m, etcd.cpu_secs() - etcd_before, 0.0);
             // The snapshot's size is the data both tools move.
             db_size = std::fs::metadata(&snap)?.len();
             std::fs::remove_file(&snap)?;
 
-            for (slot, unsigned) in [(1, "false"), (2, "true")] {
-                // A fresh S3 server and bucket per run, storing on the same disk.
-                let s3_root = out_dir.join(format!("s3-{run}"));
-                std::fs::create_dir_all(s3_root.join("kdr"))?;
-                let port = free_port()?;
-                let child = Command::new(&s3s)
-                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--access-key", "bench", "--secret-key", "bench-secret"])
-                    .arg(&s3_root)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .context("start s3s-fs")?;
-                let s3 = Server(child);
-                wait_port(port, "s3s-fs")?;
-                results[slot].1.push(measure(
-                    Command::new(&kdr)
-                        .args(["backup", "--no-bundle", "--etcd-endpoint", &url, "--store", "s3://kdr/bench"])
-                        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-                        .env("AWS_ALLOW_HTTP", "true")
-                        .env("AWS_ACCESS_KEY_ID", "bench")
-                        .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
-                        .env("AWS_REGION", "us-east-1")
-                        .env("KDR_STORE_UNSIGNED_PAYLOAD", unsigned),
-                    "kdr backup to s3s-fs",
-                )?);
-                drop(s3);
-                std::fs::remove_dir_all(&s3_root)?;
+            let mut slot = 1;
+            for &kind in &servers {
+                for unsigned in ["false", "true"] {
+                    // A fresh S3 server and bucket per run, storing on the same disk.
+                    let s3_root = out_dir.join(format!("{}-{run}", kind.name()));
+                    let s3 = S3::start(kind, &s3_root)?;
+                    let (etcd_before, s3_before) = (etcd.cpu_secs(), s3.cpu_secs());
+                    let m = measure(
+                        s3.env(
+                            Command::new(&kdr)
+                                .args([
+                                    "backup",
+                                    "--no-bundle",
+                                    "--etcd-endpoint",
+                                    &url,
+                                    "--store",
+                                    "s3://kdr/bench",
+                                ])
+                                .env("KDR_STORE_UNSIGNED_PAYLOAD", unsigned),
+                        ),
+                        &format!("kdr backup to {}", kind.name()),
+                    )?;
+                    tools[slot].push(m, etcd.cpu_secs() - etcd_before, s3.cpu_secs() - s3_before);
+                    drop(s3);
+                    std::fs::remove_dir_all(&s3_root)?;
+                    slot += 1;
+                }
             }
 
             let file_store = out_dir.join("file-store");
-            results[3].1.push(measure(
+            let etcd_before = etcd.cpu_secs();
+            let m = measure(
                 Command::new(&kdr)
                     .args(["backup", "--no-bundle", "--etcd-endpoint", &url, "--store"])
                     .arg(format!("file://{}", file_store.display())),
                 "kdr backup to file://",
-            )?);
+            )?;
+            tools[slot].push(m, etcd.cpu_secs() - etcd_before, 0.0);
             std::fs::remove_dir_all(&file_store)?;
         }
-        let medians: Vec<(&str, Measure)> = results.iter_mut().map(|(name, v)| (*name, median(v))).collect();
-        rows.push((mb, db_size, medians));
+        rows.push((mb, db_size, tools));
     }
 
     println!();
     println!(
-        "kdr backup vs etcdctl snapshot save: median wall time of {runs} runs, max peak RSS; zstd and sha256 on"
+        "kdr backup vs etcdctl snapshot save: median wall time of {runs} runs, max peak RSS, median CPU \
+         seconds of the tool, of etcd serving it, and of the S3 server; zstd and sha256 on"
     );
     println!(
-        "{:>7} {:>9}  {:<62} {:>7} {:>7} {:>8} {:>7} {:>7}",
-        "db", "snapshot", "tool", "wall s", "MB/s", "RSS MiB", "time x", "RSS x"
+        "{:>7} {:>10}  {:<62} {:>7} {:>6} {:>8} {:>6} {:>6} {:>6} {:>7} {:>6}",
+        "db", "snapshot", "tool", "wall s", "MB/s", "RSS MiB", "CPU s", "etcd", "S3", "time x", "RSS x"
     );
-    for (mb, db, medians) in &rows {
-        let reference = medians[0].1;
-        for (name, m) in medians {
+    for (mb, db, tools) in &mut rows {
+        let reference = tools[0].median();
+        for tool in tools.iter_mut() {
+            let m = tool.median();
             println!(
-                "{:>5}MB {:>9}  {:<62} {:>7.2} {:>7.0} {:>8.1} {:>7.2} {:>7.2}",
+                "{:>5}MB {:>10}  {:<62} {:>7.2} {:>6.0} {:>8.1} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>6.2}",
                 mb,
                 db,
-                name,
+                tool.name,
                 m.secs,
                 *db as f64 / 1e6 / m.secs.max(0.001),
                 m.rss_kib as f64 / 1024.0,
+                m.cpu_secs,
+                median_of(tool.etcd_cpu.clone()),
+                median_of(tool.server_cpu.clone()),
                 m.secs / reference.secs.max(0.001),
                 m.rss_kib as f64 / reference.rss_kib.max(1) as f64,
             );
         }
     }
-    println!("goal: kdr -> s3s-fs time ratio <= 1.0, peak RSS <= 48 MiB and flat across sizes");
+    println!("goal: kdr -> local S3 time ratio <= 1.0, peak RSS <= 48 MiB and flat across sizes");
     Ok(())
 }

@@ -1,19 +1,20 @@
-//! `kdr restore` from a local S3 server against `etcdutl snapshot restore` from a local file,
+//! `kdr restore` from local S3 servers against `etcdutl snapshot restore` from a local file,
 //! side by side.
 //!
 //! For each db size (default 800 MB; `KDR_BENCH_SIZES_MB=100,800`), it reuses the etcd db that
 //! `benches/backup.rs` generates (`benches/common`, cached under `<target>/kdr-bench/`), and
 //! prepares once (cached under `<target>/kdr-bench/restore-<size>mb/`): the reference snapshot
 //! file (`etcdctl snapshot save`) and a backup set of the same db in an s3s-fs bucket
-//! (`kdr backup`, zstd, no bundle). Then, `KDR_BENCH_RUNS` times (default 3), alternating:
+//! (`kdr backup`, zstd, no bundle); Garage (`common::s3`) gets a fresh backup of the same db per
+//! bench run. Then, `KDR_BENCH_RUNS` times (default 3), alternating, each after a `sync`:
 //! - `etcdutl snapshot restore FILE --bump-revision 1000000000 --mark-compacted` (the reference;
 //!   etcdutl checks the snapshot's sha256 trailer itself);
-//! - `kdr restore --store s3://...` with the same bump: download through the codec (zstd),
-//!   stored and raw sha256 and etcd's trailer verified while streaming, then the same etcdutl
-//!   (told the trailer is verified), then the swap into place.
-//!
-//! - `kdr restore --store file://...` of the same set (the bucket's directory), to show kdr's own
-//!   cost apart from the S3 server's.
+//! - `kdr restore --store s3://...` from each server (`KDR_BENCH_S3`, default s3s-fs and
+//!   Garage) with the same bump: download through the codec (zstd), stored and raw sha256 and
+//!   etcd's trailer verified while streaming, then the same etcdutl (told the trailer is
+//!   verified), then the swap into place;
+//! - `kdr restore --store file://...` of the s3s-fs set (the bucket's directory), to show kdr's
+//!   own cost apart from any S3 server's.
 //!
 //! Wall time and peak RSS are the median and max over runs. RSS is polled from `/proc`: kdr's own
 //! peak (`VmHWM` of the kdr process), and separately the peak of the etcdutl it runs, which is
@@ -25,9 +26,10 @@ use std::process::Command;
 use anyhow::{Result, bail};
 
 mod common;
+use common::s3::{S3, S3Kind};
 use common::{
-    BenchArgs, Measure, etcd_bin, generate, measure_polled, median, release_kdr, s3_env, start_etcd,
-    start_s3s, target_dir,
+    BenchArgs, Measure, etcd_bin, generate, measure_polled, median, median_of, release_kdr, start_etcd,
+    target_dir,
 };
 
 const BUMP: &str = "1000000000";
@@ -57,27 +59,31 @@ fn prepare(kdr: &Path, data: &Path, dir: &Path) -> Result<()> {
     if !status.success() {
         bail!("etcdctl snapshot save failed");
     }
-    let (s3, endpoint) = start_s3s(&dir.join("s3"))?;
-    let status = s3_env(
-        Command::new(kdr).args([
-            "backup",
-            "--no-bundle",
-            "--etcd-endpoint",
-            &url,
-            "--store",
-            "s3://kdr/restore-bench",
-        ]),
-        &endpoint,
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .status()?;
-    if !status.success() {
-        bail!("kdr backup to s3s-fs failed");
-    }
+    let s3 = S3::start(S3Kind::S3sFs, &dir.join("s3"))?;
+    backup_into(kdr, &url, &s3)?;
     drop(s3);
     drop(etcd);
     std::fs::write(done, b"")?;
+    Ok(())
+}
+
+/// `kdr backup` of the etcd at `url` into `s3://kdr/restore-bench` on `s3` (not measured).
+fn backup_into(kdr: &Path, url: &str, s3: &S3) -> Result<()> {
+    let status = s3
+        .env(Command::new(kdr).args([
+            "backup",
+            "--no-bundle",
+            "--etcd-endpoint",
+            url,
+            "--store",
+            "s3://kdr/restore-bench",
+        ]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("kdr backup to {} failed", s3.kind.name());
+    }
     Ok(())
 }
 
@@ -86,6 +92,7 @@ fn main() -> Result<()> {
     let target = target_dir();
     let bench_dir = target.join("kdr-bench");
     let kdr = release_kdr(&target, "restore", "restore")?;
+    let servers = S3Kind::from_env()?;
 
     let mut rows = Vec::new();
     for &mb in &sizes {
@@ -95,13 +102,41 @@ fn main() -> Result<()> {
         prepare(&kdr, &data, &dir)?;
         let snapshot = dir.join("snapshot.db");
         let snap_size = std::fs::metadata(&snapshot)?.len();
-        let (_s3, endpoint) = start_s3s(&dir.join("s3"))?;
         let out = dir.join("out");
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out)?;
+        // s3s-fs serves the cached set from its directory; Garage keeps its own format, so it
+        // gets a fresh backup of the same db.
+        let mut stores = Vec::new();
+        for &kind in &servers {
+            let s3 = match kind {
+                S3Kind::S3sFs => S3::start(kind, &dir.join("s3"))?,
+                S3Kind::Garage => {
+                    let s3 = S3::start(kind, &out.join("garage"))?;
+                    let (etcd, url) = start_etcd(&data, &[])?;
+                    backup_into(&kdr, &url, &s3)?;
+                    drop(etcd);
+                    s3
+                }
+            };
+            stores.push(s3);
+        }
 
-        let (mut reference, mut ours, mut ours_file, mut tool_rss) =
-            (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        let mut tools: Vec<(String, Vec<Measure>, u64, Vec<f64>)> =
+            vec![("etcdutl <- file".into(), Vec::new(), 0, Vec::new())];
+        for s3 in &stores {
+            tools.push((format!("kdr restore <- {}", s3.kind.name()), Vec::new(), 0, Vec::new()));
+        }
+        tools.push(("kdr restore <- file://".into(), Vec::new(), 0, Vec::new()));
+        let kdr_restore = |store: &str, data_dir: &Path| {
+            let mut cmd = Command::new(&kdr);
+            cmd.args(["restore", "--no-bundle", "--name", "default", "--store", store])
+                .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--bump-revision", BUMP])
+                .arg("--data-dir")
+                .arg(data_dir)
+                .env("KDR_ETCDUTL", etcd_bin("etcdutl"));
+            cmd
+        };
         for run in 0..runs {
             let ref_dir = out.join(format!("etcdutl-{run}"));
             let r = measure_polled(
@@ -113,121 +148,73 @@ fn main() -> Result<()> {
                     .args(["--bump-revision", BUMP, "--mark-compacted"]),
                 "etcdutl snapshot restore",
             )?;
-            reference.push(r.own);
+            tools[0].1.push(r.own);
             std::fs::remove_dir_all(&ref_dir)?;
 
-            let kdr_dir = out.join(format!("kdr-{run}"));
-            let k = measure_polled(
-                s3_env(
-                    Command::new(&kdr)
-                        .args([
-                            "restore",
-                            "--store",
-                            "s3://kdr/restore-bench",
-                            "--no-bundle",
-                            "--name",
-                            "default",
-                        ])
-                        .args([
-                            "--initial-advertise-peer-urls",
-                            "http://127.0.0.1:2380",
-                            "--bump-revision",
-                            BUMP,
-                        ])
-                        .arg("--data-dir")
-                        .arg(&kdr_dir)
-                        .env("KDR_ETCDUTL", etcd_bin("etcdutl")),
-                    &endpoint,
-                ),
-                "kdr restore",
-            )?;
-            ours.push(k.own);
-            tool_rss = tool_rss.max(k.children_rss_kib);
-            if !kdr_dir.join("member/snap/db").exists() {
-                bail!("kdr restore left no db in {}", kdr_dir.display());
+            let mut slot = 1;
+            for s3 in &stores {
+                let kdr_dir = out.join(format!("kdr-{}-{run}", s3.kind.name()));
+                let s3_before = s3.cpu_secs();
+                let k = measure_polled(
+                    s3.env(&mut kdr_restore("s3://kdr/restore-bench", &kdr_dir)),
+                    &format!("kdr restore from {}", s3.kind.name()),
+                )?;
+                tools[slot].1.push(k.own);
+                tools[slot].2 = tools[slot].2.max(k.children_rss_kib);
+                tools[slot].3.push(s3.cpu_secs() - s3_before);
+                if !kdr_dir.join("member/snap/db").exists() {
+                    bail!("kdr restore left no db in {}", kdr_dir.display());
+                }
+                std::fs::remove_dir_all(&kdr_dir)?;
+                slot += 1;
             }
-            std::fs::remove_dir_all(&kdr_dir)?;
 
-            // The same set read from the bucket's directory directly (file://): kdr without the
+            // The s3s-fs set read from the bucket's directory directly (file://): kdr without an
             // S3 server's cost.
             let file_dir = out.join(format!("kdr-file-{run}"));
-            let f = measure_polled(
-                Command::new(&kdr)
-                    .args(["restore", "--no-bundle", "--name", "default", "--store"])
-                    .arg(format!("file://{}", dir.join("s3/kdr/restore-bench").display()))
-                    .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--bump-revision", BUMP])
-                    .arg("--data-dir")
-                    .arg(&file_dir)
-                    .env("KDR_ETCDUTL", etcd_bin("etcdutl")),
-                "kdr restore from file://",
-            )?;
-            ours_file.push(f.own);
+            let store = format!("file://{}", dir.join("s3/kdr/restore-bench").display());
+            let f = measure_polled(&mut kdr_restore(&store, &file_dir), "kdr restore from file://")?;
+            tools[slot].1.push(f.own);
+            tools[slot].2 = tools[slot].2.max(f.children_rss_kib);
             std::fs::remove_dir_all(&file_dir)?;
         }
-        rows.push((
-            mb,
-            snap_size,
-            median(&mut reference),
-            median(&mut ours),
-            tool_rss,
-            median(&mut ours_file),
-        ));
+        drop(stores);
+        let medians: Vec<(String, Measure, u64, f64)> = tools
+            .iter_mut()
+            .map(|(name, v, tool, server)| (name.clone(), median(v), *tool, median_of(server.clone())))
+            .collect();
+        rows.push((mb, snap_size, medians));
     }
 
     println!();
     println!(
-        "kdr restore (s3s-fs) vs etcdutl snapshot restore (local file), both --bump-revision {BUMP} --mark-compacted"
+        "kdr restore vs etcdutl snapshot restore (local file), both --bump-revision {BUMP} --mark-compacted"
     );
     println!(
-        "median of {runs} runs; peak RSS is the max over runs (kdr: its own process; etcdutl under kdr: separately)"
+        "median of {runs} runs; peak RSS is the max over runs (kdr: its own process; the etcdutl it runs: separately); \
+         CPU s: the tool with the etcdutl it runs; S3: the server's CPU s"
     );
     println!(
-        "{:>8} {:>11} | {:>22} | {:>39} | {:>14} | {:>30}",
-        "db",
-        "snapshot",
-        "etcdutl <- file",
-        "kdr restore <- s3s-fs",
-        "etcdutl in kdr",
-        "kdr restore <- file://"
+        "{:>7} {:>11}  {:<28} {:>7} {:>7} {:>8} {:>6} {:>6} {:>7} {:>15}",
+        "db", "snapshot", "tool", "wall s", "MB/s", "RSS MiB", "CPU s", "S3", "time x", "its etcdutl MiB"
     );
-    println!(
-        "{:>8} {:>11} | {:>8} {:>6} {:>6} | {:>8} {:>6} {:>6} {:>7} {:>8} | {:>14} | {:>8} {:>6} {:>6} {:>7}",
-        "",
-        "bytes",
-        "s",
-        "MiB",
-        "MB/s",
-        "s",
-        "MiB",
-        "MB/s",
-        "time x",
-        "RSS x",
-        "MiB",
-        "s",
-        "MiB",
-        "MB/s",
-        "time x"
-    );
-    for (mb, size, e, k, tool, f) in &rows {
-        let mbps = |m: &Measure| *size as f64 / 1e6 / m.secs.max(0.001);
-        println!(
-            "{:>6}MB {:>11} | {:>8.2} {:>6.1} {:>6.0} | {:>8.2} {:>6.1} {:>6.0} {:>7.2} {:>8.2} | {:>14.1} | {:>8.2} {:>6.1} {:>6.0} {:>7.2}",
-            mb,
-            size,
-            e.secs,
-            e.rss_kib as f64 / 1024.0,
-            mbps(e),
-            k.secs,
-            k.rss_kib as f64 / 1024.0,
-            mbps(k),
-            k.secs / e.secs.max(0.001),
-            k.rss_kib as f64 / e.rss_kib.max(1) as f64,
-            *tool as f64 / 1024.0,
-            f.secs,
-            f.rss_kib as f64 / 1024.0,
-            mbps(f),
-            f.secs / e.secs.max(0.001),
-        );
+    for (mb, size, medians) in &rows {
+        let reference = medians[0].1;
+        for (name, m, tool, server) in medians {
+            println!(
+                "{:>5}MB {:>11}  {:<28} {:>7.2} {:>7.0} {:>8.1} {:>6.2} {:>6.2} {:>7.2} {:>15}",
+                mb,
+                size,
+                name,
+                m.secs,
+                *size as f64 / 1e6 / m.secs.max(0.001),
+                m.rss_kib as f64 / 1024.0,
+                m.cpu_secs,
+                server,
+                m.secs / reference.secs.max(0.001),
+                if *tool > 0 { format!("{:.1}", *tool as f64 / 1024.0) } else { "-".into() },
+            );
+        }
     }
     println!("goal: kdr time ratio <= 1.3, kdr's own peak RSS <= 64 MiB");
     Ok(())

@@ -1,5 +1,5 @@
 //! Helpers shared by the benches: the etcd db generator (its dbs are cached under
-//! `<target>/kdr-bench/` and reused by every bench), local etcd and s3s-fs servers, the release
+//! `<target>/kdr-bench/` and reused by every bench), local etcd and S3 servers (`s3`), the release
 //! `kdr` binary, and timing with peak RSS.
 #![allow(dead_code)] // each bench uses a subset
 
@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+pub mod s3;
 
 const VALUE_SIZE: usize = 8 * 1024;
 const PUTS_PER_TXN: usize = 96;
@@ -32,6 +34,23 @@ pub fn free_port() -> Result<u16> {
 
 /// A child process killed on drop.
 pub struct Server(pub Child);
+
+impl Server {
+    /// CPU seconds (user + system) the server has used so far.
+    pub fn cpu_secs(&self) -> f64 {
+        proc_cpu_secs(self.0.id()).map(|(own, _)| own).unwrap_or(0.0)
+    }
+}
+
+/// CPU seconds of `pid` itself and of its waited-for children, from `/proc/<pid>/stat`.
+pub fn proc_cpu_secs(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    const HZ: f64 = 100.0; // USER_HZ on Linux
+    Some(((ticks(11)? + ticks(12)?) / HZ, (ticks(13)? + ticks(14)?) / HZ))
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -144,15 +163,34 @@ pub fn generate(dir: &Path, mb: usize) -> Result<()> {
 pub struct Measure {
     /// Wall time in seconds.
     pub secs: f64,
+    /// CPU seconds (user + system) of the process and the children it waited for.
+    pub cpu_secs: f64,
     /// Peak RSS in KiB.
     pub rss_kib: u64,
 }
 
-/// Runs `cmd` under /usr/bin/time and returns (wall seconds, peak RSS KiB).
+/// Writes back every dirty page (`sync`) before a measured run, so that the gigabyte the last
+/// run wrote is not flushed by the kernel in the middle of this one.
+pub fn settle() -> Result<()> {
+    let status = Command::new("sync").status().context("run sync")?;
+    if !status.success() {
+        bail!("sync failed");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` under /usr/bin/time (after [`settle`]) and returns (wall seconds, peak RSS KiB).
 pub fn measure(cmd: &mut Command, what: &str) -> Result<Measure> {
+    settle()?;
     let times = tempfile::NamedTempFile::new()?;
     let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-o").arg(times.path()).arg("-f").arg("%e %M").arg(cmd.get_program()).args(cmd.get_args());
+    timed
+        .arg("-o")
+        .arg(times.path())
+        .arg("-f")
+        .arg("%e %M %U %S")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => timed.env(k, v),
@@ -171,14 +209,23 @@ pub fn measure(cmd: &mut Command, what: &str) -> Result<Measure> {
     let mut it = text.split_whitespace();
     let secs: f64 = it.next().context("time output")?.parse()?;
     let rss_kib: u64 = it.next().context("time output")?.parse()?;
-    Ok(Measure { secs, rss_kib })
+    let user: f64 = it.next().context("time output")?.parse()?;
+    let sys: f64 = it.next().context("time output")?.parse()?;
+    Ok(Measure { secs, cpu_secs: user + sys, rss_kib })
 }
 
+/// The median wall time and the median CPU time (each of its own), and the largest peak RSS.
 pub fn median(v: &mut [Measure]) -> Measure {
-    v.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-    let secs = v[v.len() / 2].secs;
+    let cpu_secs = median_of(v.iter().map(|m| m.cpu_secs).collect());
+    let secs = median_of(v.iter().map(|m| m.secs).collect());
     let rss_kib = v.iter().map(|m| m.rss_kib).max().unwrap_or(0);
-    Measure { secs, rss_kib }
+    Measure { secs, cpu_secs, rss_kib }
+}
+
+/// The median of `v` (the upper one of an even count); 0 when empty.
+pub fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Builds the release `kdr` and copies it to `<bench dir>/kdr-<tag>`, so that another build in a
@@ -203,41 +250,6 @@ pub fn release_kdr(target: &Path, tag: &str, subcommand: &str) -> Result<PathBuf
     Ok(copy)
 }
 
-/// Starts s3s-fs (`$KDR_S3S_FS`) on a free loopback port over `root` (buckets are its subdirs),
-/// with access key `bench` / secret `bench-secret`. Returns the server and its endpoint URL.
-pub fn start_s3s(root: &Path) -> Result<(Server, String)> {
-    let s3s = std::env::var_os("KDR_S3S_FS").map(PathBuf::from).context("KDR_S3S_FS (source .tools/env)")?;
-    let port = free_port()?;
-    let child = Command::new(&s3s)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            "bench",
-            "--secret-key",
-            "bench-secret",
-        ])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start s3s-fs")?;
-    let server = Server(child);
-    wait_port(port, "s3s-fs")?;
-    Ok((server, format!("http://127.0.0.1:{port}")))
-}
-
-/// The environment for `kdr` to use the s3s-fs at `endpoint`.
-pub fn s3_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
-        .env("AWS_REGION", "us-east-1")
-}
-
 /// What [`measure_polled`] saw.
 #[derive(Clone, Copy, Debug)]
 pub struct Polled {
@@ -255,11 +267,12 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Runs `cmd`, polling `/proc` every 5 ms for the peak RSS of the process itself (`VmHWM`, a
+/// Runs `cmd` (after [`settle`]), polling `/proc` every 5 ms for the peak RSS of the process itself (`VmHWM`, a
 /// high-water mark, so a late poll still sees an earlier peak) and of its children; `/usr/bin/time`
 /// would report the largest of the whole tree instead.
 #[allow(clippy::disallowed_methods)] // a bench measures real wall time
 pub fn measure_polled(cmd: &mut Command, what: &str) -> Result<Polled> {
+    settle()?;
     let started = std::time::Instant::now();
     // Output goes to a file, so a chatty process never blocks on a full pipe.
     let mut log = tempfile::tempfile()?;
@@ -270,7 +283,11 @@ pub fn measure_polled(cmd: &mut Command, what: &str) -> Result<Polled> {
         .with_context(|| format!("start {what}"))?;
     let pid = child.id();
     let (mut own, mut children) = (0u64, std::collections::BTreeMap::<u32, u64>::new());
+    let mut cpu_secs = 0.0;
     let status = loop {
+        if let Some((mine, waited)) = proc_cpu_secs(pid) {
+            cpu_secs = mine + waited;
+        }
         if let Some(h) = vm_hwm_kib(pid) {
             own = own.max(h);
         }
@@ -295,7 +312,7 @@ pub fn measure_polled(cmd: &mut Command, what: &str) -> Result<Polled> {
         bail!("{what} failed: {text}");
     }
     Ok(Polled {
-        own: Measure { secs, rss_kib: own },
+        own: Measure { secs, cpu_secs, rss_kib: own },
         children_rss_kib: children.values().copied().max().unwrap_or(0),
     })
 }
