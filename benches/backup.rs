@@ -2,7 +2,7 @@
 //!
 //! For each db size (default 800 MB; `KDR_BENCH_SIZES_MB=100,800,1600` for the flat-memory
 //! curve) it generates an etcd db once (cached under `<target>/kdr-bench/`), serves it with a
-//! local etcd 3.5, and measures wall time and peak RSS (`/usr/bin/time -f '%e %M'`; Debian
+//! local etcd 3.5, and measures wall time, peak RSS and CPU time (`/usr/bin/time`; Debian
 //! package `time`) of:
 //! - `etcdctl snapshot save` to local disk (the reference: what the seeds run);
 //! - `kdr backup` (release build) to each local S3 server (`common::s3`: s3s-fs and Garage;
@@ -11,7 +11,8 @@
 //!   body to check it) and once with `UNSIGNED-PAYLOAD` (the default over https);
 //! - `kdr backup` to a local directory (`file://`), for reference.
 //!
-//! Each is run `KDR_BENCH_RUNS` times (default 3), alternating, after a `sync`; the median is printed, with
+//! Each is run `KDR_BENCH_RUNS` times (default 3), alternating, after a `sync`; each S3 server
+//! runs for all of them (each run writes its own prefix); the median is printed, with
 //! kdr's ratios to etcdctl. Goals (issue 3): wall-time ratio ≤ 1.0, kdr's peak RSS ≤ 48 MiB and
 //! flat across sizes. Nothing here asserts timings; it prints.
 use std::process::Command;
@@ -74,6 +75,12 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&out_dir);
         std::fs::create_dir_all(&out_dir)?;
 
+        // One server of each kind for all runs, as a store is in use (a fresh one is slower on its
+        // first objects); every run writes its own prefix, and the data goes at the end.
+        let stores = servers
+            .iter()
+            .map(|&kind| S3::start(kind, &out_dir.join(kind.name())))
+            .collect::<Result<Vec<_>>>()?;
         let mut tools = vec![Tool::new("etcdctl snapshot save -> disk".into())];
         for kind in &servers {
             for (payload, when) in [("signed", "default over http"), ("unsigned", "default over https")] {
@@ -98,30 +105,22 @@ fn main() -> Result<()> {
             std::fs::remove_file(&snap)?;
 
             let mut slot = 1;
-            for &kind in &servers {
+            for s3 in &stores {
                 for unsigned in ["false", "true"] {
-                    // A fresh S3 server and bucket per run, storing on the same disk.
-                    let s3_root = out_dir.join(format!("{}-{run}", kind.name()));
-                    let s3 = S3::start(kind, &s3_root)?;
+                    let store = format!(
+                        "s3://kdr/bench-{run}-{}",
+                        if unsigned == "true" { "unsigned" } else { "signed" }
+                    );
                     let (etcd_before, s3_before) = (etcd.cpu_secs(), s3.cpu_secs());
                     let m = measure(
                         s3.env(
                             Command::new(&kdr)
-                                .args([
-                                    "backup",
-                                    "--no-bundle",
-                                    "--etcd-endpoint",
-                                    &url,
-                                    "--store",
-                                    "s3://kdr/bench",
-                                ])
+                                .args(["backup", "--no-bundle", "--etcd-endpoint", &url, "--store", &store])
                                 .env("KDR_STORE_UNSIGNED_PAYLOAD", unsigned),
                         ),
-                        &format!("kdr backup to {}", kind.name()),
+                        &format!("kdr backup to {}", s3.kind.name()),
                     )?;
                     tools[slot].push(m, etcd.cpu_secs() - etcd_before, s3.cpu_secs() - s3_before);
-                    drop(s3);
-                    std::fs::remove_dir_all(&s3_root)?;
                     slot += 1;
                 }
             }
@@ -137,6 +136,8 @@ fn main() -> Result<()> {
             tools[slot].push(m, etcd.cpu_secs() - etcd_before, 0.0);
             std::fs::remove_dir_all(&file_store)?;
         }
+        drop(stores);
+        std::fs::remove_dir_all(&out_dir)?;
         rows.push((mb, db_size, tools));
     }
 

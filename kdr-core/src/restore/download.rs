@@ -8,28 +8,19 @@ use std::path::Path;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::snapshot::codec::{self, EncryptionKey};
+use crate::snapshot::trailer::{SnapshotDigest, TrailerHasher};
 use crate::snapshot::{Manifest, ObjectEntry, ObjectKind, SnapshotStore};
 
-/// The size of etcd's hash trailer.
-const TRAILER: usize = 32;
 /// The largest bundle read into memory. A kubeadm control plane's files are a few hundred KiB.
 pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
 
-/// What a verified snapshot download produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotFile {
-    /// Bytes written (the raw snapshot, trailer included).
-    pub size: u64,
-    /// Hex sha256 of the whole file.
-    pub sha256: String,
-    /// Hex sha256 of everything before the trailer, which matched the trailer.
-    pub etcd_hash: String,
-}
+/// What a verified snapshot download produced: the bytes written (the raw snapshot, trailer
+/// included), the sha256 of the whole file, and etcd's hash, which matched the trailer.
+pub type SnapshotFile = SnapshotDigest;
 
 /// `err` with the set named, if it does not name it already (the codec names the object only).
 pub(crate) fn in_set(err: Error, id: &str) -> Error {
@@ -131,59 +122,23 @@ async fn snapshot_to_file_inner(
     Ok(written)
 }
 
-/// Hashes chunks as they come (holding back the last 32 bytes, which should be the trailer),
-/// writes them to `file` and checks the trailer. The file is not fsynced: it is a transient copy
-/// that the restore tool reads at once (from the page cache), and it is downloaded again after a
-/// crash; the restored data dir is what must be durable, and the tool syncs that.
+/// Hashes chunks as they come ([`TrailerHasher`]: the whole file's sha256 and etcd's trailer in
+/// one pass), writes them to `file` and checks the trailer. The file is not fsynced: it is a
+/// transient copy that the restore tool reads at once (from the page cache), and it is downloaded
+/// again after a crash; the restored data dir is what must be durable, and the tool syncs that.
 fn write_and_hash(
     mut file: File,
     mut rx: mpsc::Receiver<Bytes>,
     what: &str,
     dest: &str,
 ) -> Result<SnapshotFile> {
-    let mut prefix = Sha256::new();
-    let mut held: Vec<u8> = Vec::with_capacity(2 * TRAILER);
-    let mut size = 0u64;
+    let mut hasher = TrailerHasher::new();
     while let Some(chunk) = rx.blocking_recv() {
         file.write_all(&chunk).map_err(|e| Error::io(format!("cannot write {dest}"), e))?;
-        size += chunk.len() as u64;
-        if chunk.len() >= TRAILER {
-            prefix.update(&held);
-            prefix.update(&chunk[..chunk.len() - TRAILER]);
-            held.clear();
-            held.extend_from_slice(&chunk[chunk.len() - TRAILER..]);
-        } else {
-            held.extend_from_slice(&chunk);
-            if held.len() > TRAILER {
-                let extra = held.len() - TRAILER;
-                prefix.update(&held[..extra]);
-                held.drain(..extra);
-            }
-        }
+        hasher.update(&chunk);
     }
     file.flush().map_err(|e| Error::io(format!("cannot write {dest}"), e))?;
-    if held.len() < TRAILER || size % 512 != TRAILER as u64 {
-        return Err(Error::integrity(
-            what,
-            format!(
-                "{size} bytes is not a bbolt db followed by etcd's 32-byte sha256 trailer (size % 512 should be 32): \
-                 truncated or not an etcd snapshot"
-            ),
-        ));
-    }
-    let etcd_hash = prefix.clone().finalize();
-    if etcd_hash.as_slice() != held.as_slice() {
-        return Err(Error::integrity(
-            what,
-            format!(
-                "etcd's sha256 trailer is {} but the data hashes to {}",
-                hex::encode(&held),
-                hex::encode(etcd_hash)
-            ),
-        ));
-    }
-    prefix.update(&held);
-    Ok(SnapshotFile { size, sha256: hex::encode(prefix.finalize()), etcd_hash: hex::encode(etcd_hash) })
+    hasher.finish(what)
 }
 
 /// Downloads and decodes the set's bundle into memory (verified by the codec against the
@@ -219,13 +174,9 @@ pub async fn bundle_bytes(
 pub(crate) mod tests {
     use super::*;
 
-    /// An etcd-like snapshot: `n` 512-byte pages, then the sha256 of them.
-    pub(crate) fn fake_snapshot(pages: usize) -> Vec<u8> {
-        let mut db: Vec<u8> = (0..pages * 512).map(|i| (i * 7 % 251) as u8).collect();
-        let h = Sha256::digest(&db);
-        db.extend_from_slice(&h);
-        db
-    }
+    use sha2::{Digest, Sha256};
+
+    use crate::snapshot::trailer::tests::fake_snapshot;
 
     fn run(data: &[u8], chunk: usize) -> Result<SnapshotFile> {
         let dir = tempfile::tempdir().unwrap();
@@ -244,31 +195,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn trailer_is_checked_whatever_the_chunking() {
+    fn writes_every_byte_and_hashes_them_once() {
         let snap = fake_snapshot(9);
-        let whole = hex::encode(Sha256::digest(&snap));
-        for chunk in [1, 7, 31, 32, 33, 512, 4096, snap.len()] {
+        for chunk in [7, 33, snap.len()] {
             let got = run(&snap, chunk).unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
-            assert_eq!(got.size, snap.len() as u64);
-            assert_eq!(got.sha256, whole, "chunk {chunk}");
+            assert_eq!(got.sha256, hex::encode(Sha256::digest(&snap)), "chunk {chunk}");
             assert_eq!(got.etcd_hash, hex::encode(&snap[snap.len() - 32..]));
         }
-    }
-
-    #[test]
-    fn a_flipped_byte_or_a_cut_is_refused() {
-        let mut snap = fake_snapshot(4);
-        snap[100] ^= 1;
-        let e = run(&snap, 1000).unwrap_err().to_string();
-        assert!(e.contains("trailer"), "{e}");
-
-        let snap = fake_snapshot(4);
+        let mut bad = snap.clone();
+        bad[100] ^= 1;
+        let e = run(&bad, 1000).unwrap_err().to_string();
+        assert!(e.contains("trailer is"), "{e}");
         let e = run(&snap[..snap.len() - 100], 1000).unwrap_err().to_string();
-        assert!(e.contains("truncated"), "{e}");
-        // Cut on a page boundary, the size looks right but the trailer does not match.
-        let e = run(&snap[..snap.len() - 512], 1000).unwrap_err().to_string();
-        assert!(e.contains("trailer"), "{e}");
-        let e = run(&snap[..10], 3).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
     }
 

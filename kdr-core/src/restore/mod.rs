@@ -542,7 +542,12 @@ pub(crate) mod tests {
         }
     }
 
-    async fn put(store: &dyn SnapshotStore, id: &SnapshotId, kind: ObjectKind, raw: Vec<u8>) -> ObjectEntry {
+    pub(crate) async fn put(
+        store: &dyn SnapshotStore,
+        id: &SnapshotId,
+        kind: ObjectKind,
+        raw: Vec<u8>,
+    ) -> ObjectEntry {
         let opts = EncodeOptions::default();
         let name = opts.object_name(kind);
         let enc = codec::encode(futures::stream::once(async move { Ok(Bytes::from(raw)) }).boxed(), &opts);
@@ -563,7 +568,7 @@ pub(crate) mod tests {
         let mut m = manifest();
         m.id = SnapshotId::new(at);
         m.created_at = at;
-        let snap = download::tests::fake_snapshot(8);
+        let snap = crate::snapshot::trailer::tests::fake_snapshot(8);
         m.objects.push(put(store, &m.id, ObjectKind::EtcdSnapshot, snap.clone()).await);
         if bundle {
             let (tar, files) = bundle::tests::tar_and_files(bundle::tests::FILES);
@@ -588,7 +593,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn memory() -> Arc<dyn SnapshotStore> {
+    pub(crate) fn memory() -> Arc<dyn SnapshotStore> {
         Arc::new(ObjectStoreSnapshotStore::from_url("memory://", &Default::default()).unwrap())
     }
 

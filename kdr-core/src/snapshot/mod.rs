@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 pub mod codec;
 pub mod object_store;
 pub mod retention;
+pub mod trailer;
 pub mod verify;
 
 pub use self::object_store::{ObjectStoreSnapshotStore, StoreOptions};

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::codec::{self, EncryptionKey};
+use super::trailer::TrailerHasher;
 use super::{ByteStream, Encryption, Manifest, ObjectEntry, ObjectKind, SnapshotStore};
 use crate::error::{Error, Result};
 
@@ -68,7 +69,11 @@ pub async fn verify(
             Err(e) => return Err(e),
         };
         let outcome = if decoded {
-            let raw = codec::decode(stream, entry, manifest.compression, &manifest.encryption, key)?;
+            // The snapshot's raw bytes are hashed once, by check_decoded (the trailer and the
+            // manifest's raw sha256 from one pass), so the decoder skips its own raw hash.
+            let opts = codec::DecodeOptions { hash_raw: entry.kind != ObjectKind::EtcdSnapshot };
+            let raw =
+                codec::decode_with(stream, entry, manifest.compression, &manifest.encryption, key, opts)?;
             check_decoded(raw, entry, manifest).await
         } else {
             check_stored(stream, entry).await.map(|()| {
@@ -113,22 +118,18 @@ const MAX_BUNDLE: usize = 256 * 1024 * 1024;
 async fn check_decoded(mut raw: ByteStream, entry: &ObjectEntry, manifest: &Manifest) -> Result<String> {
     match entry.kind {
         ObjectKind::EtcdSnapshot => {
-            // sha256 of everything but the last 32 bytes must equal the last 32 bytes.
-            let mut h = Sha256::new();
-            let mut tail: Vec<u8> = Vec::with_capacity(64);
+            let mut hasher = TrailerHasher::new();
             while let Some(c) = raw.next().await {
-                let c = c?;
-                tail.extend_from_slice(&c);
-                if tail.len() > 32 {
-                    let cut = tail.len() - 32;
-                    h.update(&tail[..cut]);
-                    tail.drain(..cut);
-                }
+                hasher.update(&c?);
             }
-            if tail.len() != 32 || h.finalize().as_slice() != tail.as_slice() {
+            let digest = hasher.finish(&entry.name)?;
+            if digest.size != entry.raw_size || digest.sha256 != entry.raw_sha256 {
                 return Err(Error::integrity(
                     &entry.name,
-                    "etcd's sha256 trailer does not match the snapshot",
+                    format!(
+                        "decoded {} bytes with sha256 {}; the manifest says {} bytes, {}",
+                        digest.size, digest.sha256, entry.raw_size, entry.raw_sha256
+                    ),
                 ));
             }
             Ok("stored and decoded sizes and sha256 match; etcd's sha256 trailer verified".into())
@@ -278,4 +279,45 @@ fn verifying_stored(stream: ByteStream, entry: ObjectEntry) -> ByteStream {
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::tests::{manifest, memory, put};
+    use crate::snapshot::trailer::tests::fake_snapshot;
+
+    /// A committed set holding `snap` as its etcd snapshot, hashes recorded from what was stored.
+    async fn set_with(store: &dyn SnapshotStore, snap: Vec<u8>) -> Manifest {
+        let mut m = manifest();
+        m.objects.push(put(store, &m.id, ObjectKind::EtcdSnapshot, snap).await);
+        store.commit(&m).await.unwrap();
+        m
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_is_checked_against_its_trailer_and_the_manifest() {
+        let store = memory();
+        let good = set_with(store.as_ref(), fake_snapshot(16)).await;
+        let report = verify(store.as_ref(), &good, None).await.unwrap();
+        assert!(report.is_ok() && report.decoded, "{report:?}");
+        assert!(report.objects[0].detail.contains("trailer verified"), "{report:?}");
+
+        // The manifest's raw sha256 disagrees with what the stored bytes decode to.
+        let mut wrong = good.clone();
+        wrong.objects[0].raw_sha256 = "00".repeat(32);
+        let report = verify(store.as_ref(), &wrong, None).await.unwrap();
+        assert!(!report.is_ok(), "{report:?}");
+        assert!(report.objects[0].detail.contains("the manifest says"), "{report:?}");
+
+        // Stored and recorded consistently, but not an etcd snapshot: its trailer does not match.
+        let store = memory();
+        let mut bad = fake_snapshot(16);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let m = set_with(store.as_ref(), bad).await;
+        let report = verify(store.as_ref(), &m, None).await.unwrap();
+        assert!(!report.is_ok(), "{report:?}");
+        assert!(report.objects[0].detail.contains("sha256 trailer is"), "{report:?}");
+    }
 }
