@@ -110,15 +110,7 @@ async fn snapshot_to_file_inner(
         return Err(e);
     }
     let written = written??;
-    if written.size != entry.raw_size || written.sha256 != entry.raw_sha256 {
-        return Err(Error::integrity(
-            &entry.name,
-            format!(
-                "restored snapshot is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}",
-                written.size, written.sha256, entry.raw_size, entry.raw_sha256
-            ),
-        ));
-    }
+    written.check_against(entry)?;
     Ok(written)
 }
 

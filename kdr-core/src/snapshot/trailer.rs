@@ -4,6 +4,7 @@
 //! snapshot hashes it once, not once per check.
 use sha2::{Digest, Sha256};
 
+use super::ObjectEntry;
 use crate::error::{Error, Result};
 
 /// The size of etcd's hash trailer.
@@ -18,6 +19,22 @@ pub struct SnapshotDigest {
     pub sha256: String,
     /// Hex sha256 of the db, which matched the trailer.
     pub etcd_hash: String,
+}
+
+impl SnapshotDigest {
+    /// Checks the size and sha256 against what the manifest records for the decoded object.
+    pub fn check_against(&self, entry: &ObjectEntry) -> Result<()> {
+        if self.size != entry.raw_size || self.sha256 != entry.raw_sha256 {
+            return Err(Error::integrity(
+                &entry.name,
+                format!(
+                    "the decoded snapshot is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}",
+                    self.size, self.sha256, entry.raw_size, entry.raw_sha256
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Hashes a snapshot chunk by chunk, holding back the last 32 bytes seen (the trailer, if the

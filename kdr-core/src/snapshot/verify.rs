@@ -122,16 +122,7 @@ async fn check_decoded(mut raw: ByteStream, entry: &ObjectEntry, manifest: &Mani
             while let Some(c) = raw.next().await {
                 hasher.update(&c?);
             }
-            let digest = hasher.finish(&entry.name)?;
-            if digest.size != entry.raw_size || digest.sha256 != entry.raw_sha256 {
-                return Err(Error::integrity(
-                    &entry.name,
-                    format!(
-                        "decoded {} bytes with sha256 {}; the manifest says {} bytes, {}",
-                        digest.size, digest.sha256, entry.raw_size, entry.raw_sha256
-                    ),
-                ));
-            }
+            hasher.finish(&entry.name)?.check_against(entry)?;
             Ok("stored and decoded sizes and sha256 match; etcd's sha256 trailer verified".into())
         }
         ObjectKind::Bundle => {
