@@ -10,11 +10,8 @@ use chrono::{DateTime, Utc};
 use kdr_core::clock::{Clock, SystemClock};
 use kdr_core::runbook::ClaimStore;
 use kdr_core::snapshot::{ObjectStoreSnapshotStore, SnapshotStore, StoreOptions};
-use kdr_core::testing::containers::{EtcdTls, S3Container, SshNodeContainer, SshNodeOptions};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
-};
+use kdr_core::testing::containers::{EtcdTls, S3Container, SshNodeContainer, SshNodeOptions, test_ca};
+use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair};
 
 /// The standby's probe interval, in seconds.
 pub const INTERVAL_S: u64 = 1;
@@ -85,16 +82,7 @@ struct ClusterPki {
 }
 
 fn cluster_pki(ips: &Ips) -> ClusterPki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::default();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "kubernetes");
-    ca.distinguished_name = dn;
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, &ca_key);
+    let ca = test_ca("kubernetes").unwrap();
     let key = KeyPair::generate().unwrap();
     let mut p =
         CertificateParams::new(vec!["master-1".to_owned(), ips.m1.clone(), ips.m1_link.clone()]).unwrap();
@@ -102,10 +90,10 @@ fn cluster_pki(ips: &Ips) -> ClusterPki {
     dn.push(DnType::CommonName, "kube-apiserver");
     p.distinguished_name = dn;
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = p.signed_by(&key, &issuer).unwrap();
+    let cert = p.signed_by(&key, &ca).unwrap();
     ClusterPki {
-        ca_crt: ca_cert.pem(),
-        ca_key: ca_key.serialize_pem(),
+        ca_crt: ca.pem(),
+        ca_key: ca.key().serialize_pem(),
         apiserver_crt: cert.pem(),
         apiserver_key: key.serialize_pem(),
     }

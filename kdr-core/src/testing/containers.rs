@@ -20,8 +20,8 @@ use base64::Engine as _;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use testcontainers::core::{ContainerPort, ExecCommand, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -150,6 +150,19 @@ pub struct EtcdTls {
     pub client_key: PathBuf,
 }
 
+/// A throwaway self-signed CA named `common_name` for test certificates: `.pem()` is its
+/// certificate, `.key()` its key, and leaves are signed with `params.signed_by(&key, &ca)`.
+pub fn test_ca(common_name: &str) -> std::result::Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    CertifiedIssuer::self_signed(params, KeyPair::generate()?)
+}
+
 impl EtcdTls {
     /// Generates a fresh CA with server, peer and client certs under `dir` (which must exist).
     /// Calling it twice gives two unrelated CAs, e.g. for wrong-CA tests.
@@ -164,16 +177,7 @@ impl EtcdTls {
             Ok(p)
         };
 
-        let ca_key = KeyPair::generate().map_err(err)?;
-        let mut ca_params = CertificateParams::default();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "etcd-ca");
-        ca_params.distinguished_name = dn;
-        let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
-        let issuer = Issuer::new(ca_params, &ca_key);
+        let ca = test_ca("etcd-ca").map_err(err)?;
 
         let leaf = |cn: &str, usages: Vec<ExtendedKeyUsagePurpose>| -> Result<(String, String)> {
             let key = KeyPair::generate().map_err(err)?;
@@ -185,7 +189,7 @@ impl EtcdTls {
             p.distinguished_name = dn;
             p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
             p.extended_key_usages = usages;
-            let cert = p.signed_by(&key, &issuer).map_err(err)?;
+            let cert = p.signed_by(&key, &ca).map_err(err)?;
             Ok((cert.pem(), key.serialize_pem()))
         };
         use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
@@ -197,8 +201,8 @@ impl EtcdTls {
         write("peer.key", peer_key, 0o600)?;
         Ok(Self {
             pki_dir: dir.to_owned(),
-            ca_cert: write("ca.crt", ca_cert.pem(), 0o644)?,
-            ca_key: write("ca.key", ca_key.serialize_pem(), 0o600)?,
+            ca_cert: write("ca.crt", ca.pem(), 0o644)?,
+            ca_key: write("ca.key", ca.key().serialize_pem(), 0o600)?,
             server_cert: write("server.crt", server_crt, 0o644)?,
             server_key: write("server.key", server_key, 0o600)?,
             client_cert: write("healthcheck-client.crt", client_crt, 0o644)?,
