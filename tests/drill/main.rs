@@ -35,16 +35,23 @@ const BACKUP_OFFSET_MS: u64 = 1500;
 /// Both drills share one machine: run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A topology (`tag` names its networks and containers) with the writer running, two backups
+/// taken and the standby watching the primary: where every scenario starts.
+async fn started(tag: &str) -> (Drill, Writer) {
+    let drill = Drill::start(tag).await;
+    let writer = Writer::start(&drill).await;
+    drill.wait_backups(2, Duration::from_secs(60)).await;
+    drill.wait_standby_watching(Duration::from_secs(60)).await;
+    (drill, writer)
+}
+
 /// Scenarios 2, 1 and 3 in order on one topology: a cut link (no promotion), then the primary
 /// stopped (one promotion, after `dead_after`, from the latest backup), then the old primary back
 /// (it fences itself and alerts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn docker_drill_partition_then_primary_loss_then_return() {
     let _serial = SERIAL.lock().await;
-    let drill = Drill::start("a").await;
-    let writer = Writer::start(&drill).await;
-    drill.wait_backups(2, Duration::from_secs(60)).await;
-    drill.wait_standby_watching(Duration::from_secs(60)).await;
+    let (drill, writer) = started("a").await;
 
     // ---- Scenario 2: only the master-2 <-> master-1 link is cut -----------------------------
     let cut_at = SystemClock.utc();
@@ -128,10 +135,7 @@ async fn docker_drill_partition_then_primary_loss_then_return() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn docker_drill_standby_killed_mid_promotion_resumes_from_the_journal() {
     let _serial = SERIAL.lock().await;
-    let drill = Drill::start("b").await;
-    let writer = Writer::start(&drill).await;
-    drill.wait_backups(2, Duration::from_secs(60)).await;
-    drill.wait_standby_watching(Duration::from_secs(60)).await;
+    let (drill, writer) = started("b").await;
     drill.hold_kubeadm();
     drill.wait_backups(drill.backup_count().await + 1, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(BACKUP_OFFSET_MS)).await;
