@@ -17,11 +17,13 @@
 //! flat across sizes. Nothing here asserts timings; it prints.
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 mod common;
 use common::s3::{S3, S3Kind};
-use common::{BenchArgs, Measure, etcd_bin, generate, measure, median, median_of, start_etcd, target_dir};
+use common::{
+    BenchArgs, Measure, etcd_bin, generate, measure, median, median_of, release_kdr, start_etcd, target_dir,
+};
 
 /// One tool's runs: its own measures and the CPU seconds etcd and the S3 server spent meanwhile.
 struct Tool {
@@ -54,16 +56,7 @@ fn main() -> Result<()> {
     let bench_dir = target.join("kdr-bench");
     std::fs::create_dir_all(&bench_dir)?;
 
-    eprintln!("building the release kdr binary");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "kdr-cli", "--bin", "kdr"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release -p kdr-cli failed");
-    }
-    let kdr = target.join("release/kdr");
+    let kdr = release_kdr(&target, "backup", "backup")?;
 
     let mut rows = Vec::new();
     for &mb in &sizes {

@@ -1,6 +1,6 @@
 //! Helpers shared by the benches: the etcd db generator (its dbs are cached under
 //! `<target>/kdr-bench/` and reused by every bench), local etcd and S3 servers (`s3`), the release
-//! `kdr` binary, and timing with peak RSS.
+//! `kdr` binary, and timing with CPU time and peak RSS.
 #![allow(dead_code)] // each bench uses a subset
 
 use std::net::TcpListener;
@@ -179,7 +179,8 @@ pub fn settle() -> Result<()> {
     Ok(())
 }
 
-/// Runs `cmd` under /usr/bin/time (after [`settle`]) and returns (wall seconds, peak RSS KiB).
+/// Runs `cmd` under /usr/bin/time (after [`settle`]) and returns its wall time, CPU time and peak
+/// RSS.
 pub fn measure(cmd: &mut Command, what: &str) -> Result<Measure> {
     settle()?;
     let times = tempfile::NamedTempFile::new()?;
@@ -253,7 +254,8 @@ pub fn release_kdr(target: &Path, tag: &str, subcommand: &str) -> Result<PathBuf
 /// What [`measure_polled`] saw.
 #[derive(Clone, Copy, Debug)]
 pub struct Polled {
-    /// Wall time and the peak RSS of the process itself (its `VmHWM`, children excluded).
+    /// Wall time, CPU time (the process and the children it waited for, e.g. kdr's etcdutl) and
+    /// the peak RSS of the process itself (its `VmHWM`, children excluded).
     pub own: Measure,
     /// The peak RSS of any of its child processes (e.g. the etcdutl that `kdr restore` runs), KiB.
     pub children_rss_kib: u64,
