@@ -105,7 +105,7 @@ impl EtcdutlRestorer {
             spec.initial_advertise_peer_urls.clone(),
         ];
         if spec.trailer_verified {
-            // Checked by the caller in the same pass as the download; the tool still strips it.
+            // Checked by the caller beside the tool; the tool still strips it.
             args.push("--skip-hash-check".into());
         }
         let mut notes = Vec::new();

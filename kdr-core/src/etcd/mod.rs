@@ -51,9 +51,11 @@ pub struct RestoreSpec {
     /// How far to move the revision forward (`--bump-revision`, with `--mark-compacted`); 0 for
     /// none (a drill's throwaway restore).
     pub bump_revision: u64,
-    /// The caller has already checked the snapshot's etcd sha256 trailer (kdr's restore does,
-    /// while downloading), so the tool need not hash the file again (`--skip-hash-check`, which
-    /// still strips the trailer). `false` by default: the tool checks it.
+    /// The caller checks the snapshot's etcd sha256 trailer itself and uses the restored dir only
+    /// if it matches (kdr's restore and drill do, while the tool runs:
+    /// [`restore_verified`](crate::restore::download::restore_verified)), so the tool need not
+    /// hash the file (`--skip-hash-check`, which still strips the trailer). `false` by default:
+    /// the tool checks it.
     pub trailer_verified: bool,
 }
 

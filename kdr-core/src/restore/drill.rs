@@ -152,10 +152,9 @@ pub async fn drill(
     let data_dir = tmp.path().join("etcd");
     let spec = RestoreSpec {
         bump_revision: 0,
-        trailer_verified: true, // checked while downloading
         ..RestoreSpec::new(DRILL_MEMBER, "http://127.0.0.1:2380", &data_dir)
     };
-    let etcd = restorer.restore(&snapshot_path, &spec).await?;
+    let (etcd, file) = download::restore_verified(&file, restorer, &spec).await?;
     let _ = std::fs::remove_file(&snapshot_path); // halve the disk use while etcd runs
     let restored = clock.instant();
 

@@ -3,11 +3,15 @@
 //! [`Restore::run`] does, in this order:
 //! 1. pick the set: the newest complete one, `--snapshot ID`, or the newest before `--before TIME`;
 //! 2. stream its etcd snapshot through the codec (decrypt, decompress) into a file next to the
-//!    target, checking the stored and raw sha256s against the manifest and etcd's own sha256
-//!    trailer, and the bundle's files against the manifest, before anything touches the target;
+//!    target, checking the stored size and sha256 and the decoded size against the manifest,
+//!    and the bundle's files against the manifest;
 //! 3. refuse if an etcd is using the target data dir ([`datadir::check_not_in_use`]);
-//! 4. restore into `<dir>.kdr-partial` with the [`EtcdRestorer`], then swap it into place, moving
-//!    an existing dir to `<dir>.kdr-replaced-<timestamp>` ([`datadir::swap_into_place`]);
+//! 4. restore into `<dir>.kdr-partial` with the [`EtcdRestorer`] while checking the file's raw
+//!    sha256 against the manifest and etcd's own sha256 trailer
+//!    ([`download::restore_verified`]: the check uses the core the tool leaves idle), then, only
+//!    if everything passed, swap it into place, moving an existing dir to
+//!    `<dir>.kdr-replaced-<timestamp>` ([`datadir::swap_into_place`]). Nothing touches the target
+//!    before every check has passed;
 //! 5. restore the bundle to its original paths ([`BundleMode`]) or into a dir for inspection;
 //! 6. on any failure before the swap, remove the partial output: the target is untouched.
 //!
@@ -363,10 +367,11 @@ impl<'a> Restore<'a> {
         // 3. Refuse if an etcd uses the target; hold its db lock through the swap.
         let lock = datadir::check_not_in_use(&target)?;
 
-        // 4. Restore beside the target, then swap.
-        // The trailer was checked while downloading: the tool need not hash the file again.
-        let spec = RestoreSpec { trailer_verified: true, ..opts.member.with_data_dir(&plan.partial) };
-        let etcd = self.etcd.restore(&plan.download_to, &spec).await.map_err(|e| restore_failed(e, id))?;
+        // 4. Restore beside the target while the file's raw sha256 and etcd trailer are checked
+        // on the core the tool leaves idle; the new dir is kept only if they pass. Then swap.
+        let spec = opts.member.with_data_dir(&plan.partial);
+        let (etcd, file) =
+            download::restore_verified(&file, self.etcd, &spec).await.map_err(|e| restore_failed(e, id))?;
         if plan.data_dir_exists
             && let Err(e) = datadir::match_owner(&plan.partial, &target)
         {

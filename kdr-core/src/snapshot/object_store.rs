@@ -603,16 +603,20 @@ impl SnapshotStore for ObjectStoreSnapshotStore {
         check_name(id.as_str(), name)?;
         let path = self.object_path(id.as_str(), name);
         let what = format!("{name} of backup {id}");
-        let result = match self.store.get(&path).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::NotFound { what: format!("{what} in {}", self.description), hint: None });
-            }
-            Err(e) => return Err(self.map_err(&format!("downloading {what}"), e)),
+        let not_found = || Error::NotFound { what: format!("{what} in {}", self.description), hint: None };
+        // The size decides how to read: a HEAD, so that no body is started and then dropped.
+        let size = match self.store.head(&path).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+            Err(e) => return Err(self.map_err(&format!("looking up {what}"), e)),
         };
         let description = self.description.clone();
-        let size = result.meta.size;
         if size <= PARALLEL_GET_THRESHOLD {
+            let result = match self.store.get(&path).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+                Err(e) => return Err(self.map_err(&format!("downloading {what}"), e)),
+            };
             return Ok(result
                 .into_stream()
                 .map_err(move |e| map_store_error(&description, &format!("downloading {what}"), e))
@@ -622,7 +626,6 @@ impl SnapshotStore for ObjectStoreSnapshotStore {
         // is limited by the server's per-request speed, several are not. Each range is fetched by
         // its own task, so transfers progress while the consumer is busy (a decoder polls this
         // stream only between chunks). Memory stays bounded at DOWNLOAD_CONCURRENCY ranges.
-        drop(result);
         let store = self.store.clone();
         let ranges = (0..size)
             .step_by(DOWNLOAD_RANGE as usize)
