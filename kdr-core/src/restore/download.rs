@@ -210,7 +210,7 @@ fn hash_file(path: &Path, what: &str) -> Result<SnapshotFile> {
 }
 
 /// The read size of [`hash_file`].
-const HASH_READ: usize = 1 << 20;
+const HASH_READ: usize = 256 << 10;
 
 /// Downloads and decodes the set's bundle into memory (verified by the codec against the
 /// manifest). `None` if the set has no bundle.

@@ -709,7 +709,7 @@ struct BufferPool {
 
 /// Buffers a [`BufferPool`] keeps track of: more than are in flight between the decoder and a
 /// consumer (the channel's depth plus the consumer's own queue).
-const POOL_SIZE: usize = 24;
+const POOL_SIZE: usize = 16;
 
 impl BufferPool {
     /// A buffer of `OUT_CHUNK` bytes: the oldest lent chunk if no one else holds it any more,

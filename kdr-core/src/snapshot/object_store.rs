@@ -71,7 +71,7 @@ impl<T> std::future::Future for AbortOnDrop<object_store::Result<T>> {
 /// Objects larger than this are downloaded as parallel ranged reads.
 const PARALLEL_GET_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// The size of each ranged read of a large object.
-const DOWNLOAD_RANGE: u64 = 2 * 1024 * 1024;
+const DOWNLOAD_RANGE: u64 = 1024 * 1024;
 /// Ranged reads in flight at once (memory: this many ranges).
 const DOWNLOAD_CONCURRENCY: usize = 8;
 
