@@ -10,9 +10,9 @@
 //! - `etcdutl snapshot restore FILE --bump-revision 1000000000 --mark-compacted` (the reference;
 //!   etcdutl checks the snapshot's sha256 trailer itself);
 //! - `kdr restore --store s3://...` from each server (`KDR_BENCH_S3`, default s3s-fs and
-//!   Garage) with the same bump: download through the codec (zstd), stored and raw sha256 and
-//!   etcd's trailer verified while streaming, then the same etcdutl (told the trailer is
-//!   verified), then the swap into place;
+//!   Garage) with the same bump: download through the codec (zstd), the stored sha256 verified
+//!   while streaming, then the same etcdutl (told to skip its hash pass) while kdr checks the raw
+//!   sha256 and etcd's trailer beside it, then the swap into place;
 //! - `kdr restore --store file://...` of the s3s-fs set (the bucket's directory), to show kdr's
 //!   own cost apart from any S3 server's.
 //!
