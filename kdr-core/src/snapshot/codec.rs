@@ -954,6 +954,41 @@ mod tests {
     }
 
     #[test]
+    fn the_buffer_pool_reuses_a_buffer_only_once_its_chunk_is_dropped() {
+        let mut pool = BufferPool::default();
+        let mut buf = pool.take();
+        assert_eq!(buf.len(), OUT_CHUNK);
+        buf[..3].copy_from_slice(b"abc");
+        let first = buf.split_to(3).freeze();
+        drop(buf);
+        pool.lend(&first);
+        let first_ptr = first.as_ptr();
+
+        // Still held by the consumer: a new buffer, and the chunk is untouched.
+        let mut other = pool.take();
+        other[..3].copy_from_slice(b"xyz");
+        assert_ne!(other.as_ptr(), first_ptr);
+        assert_eq!(&first[..], b"abc");
+
+        // Consumed: its buffer comes back, full size, for the next chunk.
+        drop(first);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), first_ptr);
+        assert_eq!(again.len(), OUT_CHUNK);
+
+        // A consumer that never lets go costs a new buffer each time, never more than POOL_SIZE kept.
+        let held: Vec<Bytes> = (0..POOL_SIZE * 2)
+            .map(|_| {
+                let chunk = pool.take().freeze();
+                pool.lend(&chunk);
+                chunk
+            })
+            .collect();
+        assert!(pool.lent.len() <= POOL_SIZE, "{}", pool.lent.len());
+        assert!(held.iter().all(|c| c.len() == OUT_CHUNK));
+    }
+
+    #[test]
     fn key_file_roundtrip_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key.txt");
