@@ -100,7 +100,7 @@ fn print_verdict(r: &DrillReport) {
     ));
     out(&format!("  bundle     {} files verified against the manifest", r.bundle_files));
     out(&format!(
-        "  timings    download+verify {:.1}s, restore {:.1}s, start+count {:.1}s",
+        "  timings    download {:.1}s, restore+verify {:.1}s, start+count {:.1}s",
         r.download_ms as f64 / 1000.0,
         r.restore_ms as f64 / 1000.0,
         r.check_ms as f64 / 1000.0

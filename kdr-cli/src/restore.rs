@@ -247,7 +247,7 @@ fn print_report(r: &RestoreReport) {
         }
     }
     out(&format!(
-        "  timings    download+verify {:.1}s, restore+swap {:.1}s, bundle {:.1}s",
+        "  timings    download {:.1}s, restore+verify+swap {:.1}s, bundle {:.1}s",
         r.download_ms as f64 / 1000.0,
         r.restore_ms as f64 / 1000.0,
         r.bundle_ms as f64 / 1000.0

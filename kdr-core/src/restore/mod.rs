@@ -200,9 +200,10 @@ pub struct RestoreReport {
     pub etcd_hash: String,
     /// The bundle restore, if one was done.
     pub bundle: Option<BundleReport>,
-    /// Time to download and verify, in ms.
+    /// Time to download (the stored bytes checked on the way), in ms.
     pub download_ms: u64,
-    /// Time to restore and swap the data dir, in ms.
+    /// Time to restore the data dir while checking the raw sha256 and etcd's trailer, and to
+    /// swap it into place, in ms.
     pub restore_ms: u64,
     /// Time to restore the bundle, in ms.
     pub bundle_ms: u64,
