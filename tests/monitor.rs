@@ -270,6 +270,11 @@ async fn restart_keeps_the_latch_and_pause() {
 
     let m = Monitor::start(&cfg, None);
     m.wait_line("epoch 1 promoted", Duration::from_secs(30));
+    // A second monitor on the same state dir refuses to start, naming the first.
+    let (status, log) = Monitor::start(&cfg, None).wait_exit();
+    let log = log.join("\n");
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("another kdr-monitor") && log.contains(&format!("(pid {})", m.child.id())), "{log}");
     let pause = Command::new(bins().join("kdr"))
         .args(["--config"])
         .arg(&cfg)

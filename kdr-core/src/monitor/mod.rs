@@ -198,6 +198,51 @@ impl Shared {
     }
 }
 
+/// The lock file in a monitor's state dir.
+pub const STATE_LOCK_FILE: &str = "monitor.lock";
+
+/// Takes the exclusive lock (`flock`) on `<dir>/monitor.lock` for as long as the returned file is
+/// held, and writes this process's pid into it. A second monitor on the same state dir is refused
+/// ([`Error::Refused`], naming the holder's pid): two would act on the same detector state, latch
+/// and control requests. The lock goes with the process, so a crashed monitor leaves none behind.
+pub fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = dir.join(STATE_LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open the monitor's lock file {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+            return Err(Error::refused(format!(
+                "another kdr-monitor{holder} is running with monitor.state_dir {}: it holds {}. Two \
+                 monitors on one state dir would act on the same detector state; stop the other one, \
+                 or give this one its own monitor.state_dir",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::io(format!("cannot lock {}", path.display()), e));
+        }
+    }
+    let pid = std::process::id();
+    file.set_len(0)
+        .and_then(|()| file.write_all(format!("{pid}\n").as_bytes()))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    Ok(file)
+}
+
 /// Resolves when `stop` turns true (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|v| *v).await;
@@ -218,6 +263,8 @@ pub async fn run(
     let m = &config.monitor;
     std::fs::create_dir_all(&m.state_dir)
         .map_err(|e| Error::io(format!("failed to create monitor.state_dir {}", m.state_dir.display()), e))?;
+    // Held until this function returns.
+    let _state_lock = lock_state_dir(&m.state_dir)?;
     let shared = Arc::new(Shared::new(&config, clock.clone())?);
     let addr = m.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -285,5 +332,30 @@ pub async fn run(
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_monitor_on_the_same_state_dir_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_state_dir(dir.path()).unwrap();
+        let pid = std::process::id().to_string();
+        assert_eq!(std::fs::read_to_string(dir.path().join(STATE_LOCK_FILE)).unwrap().trim(), pid);
+
+        let e = lock_state_dir(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("(pid {pid})")) && msg.contains(&dir.path().display().to_string()),
+            "{msg}"
+        );
+
+        drop(first);
+        let again = lock_state_dir(dir.path()).expect("the lock goes with its holder");
+        drop(again);
     }
 }
