@@ -16,10 +16,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::snapshot::trailer::{SnapshotDigest, TRAILER, TrailerHasher};
 use crate::snapshot::{ByteStream, PodNames};
 
 /// Client TLS files for etcd (kubeadm: `/etc/kubernetes/pki/etcd/ca.crt` and the
@@ -119,22 +119,12 @@ pub fn pod_name_of(key: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(rest).into_owned())
 }
 
-/// The outcome of a fully read snapshot stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotDigest {
-    /// Bytes yielded, trailer included.
-    pub raw_size: u64,
-    /// Hex sha256 of the bytes yielded (db and trailer).
-    pub raw_sha256: String,
-    /// Whether etcd's trailer matched the db (always true when the stream ended without error).
-    pub etcd_hash_verified: bool,
-}
-
 /// A snapshot stream and, once it has been read to the end, its digest.
 pub struct SnapshotStream {
     /// The db bytes followed by etcd's 32-byte sha256 trailer.
     pub stream: ByteStream,
-    /// Resolves after the stream ends without error.
+    /// Resolves after the stream ends without error (so etcd's trailer matched): the size and
+    /// sha256 of the bytes yielded, db and trailer.
     pub digest: oneshot::Receiver<SnapshotDigest>,
 }
 
@@ -388,8 +378,7 @@ impl EtcdSource {
         let state = TrailerState {
             streaming: Some(streaming),
             held: None,
-            hasher: Sha256::new(),
-            size: 0,
+            hasher: TrailerHasher::new(),
             digest_tx: Some(tx),
             endpoint,
             https,
@@ -406,8 +395,7 @@ impl EtcdSource {
 struct TrailerState {
     streaming: Option<etcd_client::SnapshotStreaming>,
     held: Option<Bytes>,
-    hasher: Sha256,
-    size: u64,
+    hasher: TrailerHasher,
     digest_tx: Option<oneshot::Sender<SnapshotDigest>>,
     endpoint: String,
     https: bool,
@@ -423,7 +411,6 @@ impl TrailerState {
                     let blob = Bytes::copy_from_slice(msg.blob());
                     if let Some(prev) = self.held.replace(blob) {
                         self.hasher.update(&prev);
-                        self.size += prev.len() as u64;
                         return Some(Ok(prev));
                     }
                 }
@@ -435,7 +422,7 @@ impl TrailerState {
                     self.streaming = None;
                     let mut err = unreachable(&self.endpoint, self.https, "streaming the snapshot", &e);
                     if let Error::Unavailable { what, .. } = &mut err {
-                        *what = format!("{what} (stream broke after {} bytes)", self.size);
+                        *what = format!("{what} (stream broke after {} bytes)", self.hasher.size());
                     }
                     return Some(Err(err));
                 }
@@ -447,31 +434,14 @@ impl TrailerState {
         let what = format!("etcd snapshot from {}", self.endpoint);
         let trailer =
             self.held.take().ok_or_else(|| Error::integrity(&what, "the snapshot stream was empty"))?;
-        if trailer.len() != 32 {
+        if trailer.len() != TRAILER {
             return Err(Error::integrity(
                 &what,
                 format!("the last message is {} bytes, not etcd's 32-byte sha256 trailer", trailer.len()),
             ));
         }
-        let db_hash = self.hasher.clone().finalize();
-        if db_hash.as_slice() != &trailer[..] {
-            return Err(Error::integrity(
-                &what,
-                format!(
-                    "etcd's sha256 trailer is {} but the {} bytes received hash to {}",
-                    hex::encode(&trailer),
-                    self.size,
-                    hex::encode(db_hash)
-                ),
-            ));
-        }
         self.hasher.update(&trailer);
-        self.size += trailer.len() as u64;
-        let digest = SnapshotDigest {
-            raw_size: self.size,
-            raw_sha256: hex::encode(self.hasher.clone().finalize()),
-            etcd_hash_verified: true,
-        };
+        let digest = std::mem::take(&mut self.hasher).finish(&what)?;
         if let Some(tx) = self.digest_tx.take() {
             let _ = tx.send(digest);
         }

@@ -205,8 +205,8 @@ pub async fn backup_cancellable(
             kind: ObjectKind::EtcdSnapshot,
             stored_size: stored.size,
             stored_sha256: stored.sha256,
-            raw_size: digest.raw_size,
-            raw_sha256: digest.raw_sha256,
+            raw_size: digest.size,
+            raw_sha256: digest.sha256,
         });
         objects.reverse(); // snapshot first
 
@@ -226,7 +226,7 @@ pub async fn backup_cancellable(
             },
             compression: opts.encode.compression,
             encryption: opts.encode.encryption(),
-            etcd_hash_verified: digest.etcd_hash_verified,
+            etcd_hash_verified: true, // the digest only comes once the trailer matched
             objects,
             bundle_files,
             key_inventory: inventory.by_resource.clone(),

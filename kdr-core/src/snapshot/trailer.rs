@@ -1,7 +1,8 @@
 //! etcd's snapshot trailer: a snapshot file is a bbolt db followed by 32 bytes, the sha256 of
 //! the db. [`TrailerHasher`] checks the trailer and computes the sha256 of the whole file in one
-//! pass over chunks of any size (the trailer may straddle chunks), so a reader of a decoded
-//! snapshot hashes it once, not once per check.
+//! pass over chunks of any size (the trailer may straddle chunks), so a reader of a snapshot
+//! hashes it once, not once per check: the backup's Snapshot RPC stream, `snapshot verify` and
+//! the restore's downloaded file.
 use sha2::{Digest, Sha256};
 
 use super::ObjectEntry;
@@ -50,6 +51,11 @@ impl TrailerHasher {
     /// A hasher that has seen nothing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Bytes fed so far.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// Feeds the next chunk of the snapshot.
