@@ -21,33 +21,7 @@ use anyhow::Result;
 
 mod common;
 use common::s3::{S3, S3Kind};
-use common::{
-    BenchArgs, Measure, etcd_bin, generate, measure, median, median_of, release_kdr, start_etcd, target_dir,
-};
-
-/// One tool's runs: its own measures and the CPU seconds etcd and the S3 server spent meanwhile.
-struct Tool {
-    name: String,
-    runs: Vec<Measure>,
-    etcd_cpu: Vec<f64>,
-    server_cpu: Vec<f64>,
-}
-
-impl Tool {
-    fn new(name: String) -> Self {
-        Self { name, runs: Vec::new(), etcd_cpu: Vec::new(), server_cpu: Vec::new() }
-    }
-
-    fn push(&mut self, m: Measure, etcd_cpu: f64, server_cpu: f64) {
-        self.runs.push(m);
-        self.etcd_cpu.push(etcd_cpu);
-        self.server_cpu.push(server_cpu);
-    }
-
-    fn median(&mut self) -> Measure {
-        median(&mut self.runs)
-    }
-}
+use common::{BenchArgs, Tool, etcd_bin, generate, measure, median_of, release_kdr, start_etcd, target_dir};
 
 fn main() -> Result<()> {
     let Some(BenchArgs { sizes, runs }) = BenchArgs::from_env()? else { return Ok(()) };
@@ -74,13 +48,13 @@ fn main() -> Result<()> {
             .iter()
             .map(|&kind| S3::start(kind, &out_dir.join(kind.name())))
             .collect::<Result<Vec<_>>>()?;
-        let mut tools = vec![Tool::new("etcdctl snapshot save -> disk".into())];
+        let mut tools = vec![Tool::new("etcdctl snapshot save -> disk")];
         for kind in &servers {
             for (payload, when) in [("signed", "default over http"), ("unsigned", "default over https")] {
                 tools.push(Tool::new(format!("kdr backup -> {} ({payload} payload, {when})", kind.name())));
             }
         }
-        tools.push(Tool::new("kdr backup -> file://".into()));
+        tools.push(Tool::new("kdr backup -> file://"));
         for run in 0..runs {
             let snap = out_dir.join("etcdctl.db");
             let _ = std::fs::remove_file(&snap);
@@ -143,9 +117,9 @@ fn main() -> Result<()> {
         "{:>7} {:>10}  {:<62} {:>7} {:>6} {:>8} {:>6} {:>6} {:>6} {:>7} {:>6}",
         "db", "snapshot", "tool", "wall s", "MB/s", "RSS MiB", "CPU s", "etcd", "S3", "time x", "RSS x"
     );
-    for (mb, db, tools) in &mut rows {
+    for (mb, db, tools) in &rows {
         let reference = tools[0].median();
-        for tool in tools.iter_mut() {
+        for tool in tools {
             let m = tool.median();
             println!(
                 "{:>5}MB {:>10}  {:<62} {:>7.2} {:>6.0} {:>8.1} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>6.2}",

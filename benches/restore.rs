@@ -28,8 +28,7 @@ use anyhow::{Result, bail};
 mod common;
 use common::s3::{S3, S3Kind};
 use common::{
-    BenchArgs, Measure, etcd_bin, generate, measure_polled, median, median_of, release_kdr, start_etcd,
-    target_dir,
+    BenchArgs, Tool, etcd_bin, generate, measure_polled, median_of, release_kdr, start_etcd, target_dir,
 };
 
 const BUMP: &str = "1000000000";
@@ -122,12 +121,11 @@ fn main() -> Result<()> {
             stores.push(s3);
         }
 
-        let mut tools: Vec<(String, Vec<Measure>, u64, Vec<f64>)> =
-            vec![("etcdutl <- file".into(), Vec::new(), 0, Vec::new())];
+        let mut tools = vec![Tool::new("etcdutl <- file")];
         for s3 in &stores {
-            tools.push((format!("kdr restore <- {}", s3.kind.name()), Vec::new(), 0, Vec::new()));
+            tools.push(Tool::new(format!("kdr restore <- {}", s3.kind.name())));
         }
-        tools.push(("kdr restore <- file://".into(), Vec::new(), 0, Vec::new()));
+        tools.push(Tool::new("kdr restore <- file://"));
         let kdr_restore = |store: &str, data_dir: &Path| {
             let mut cmd = Command::new(&kdr);
             cmd.args(["restore", "--no-bundle", "--name", "default", "--store", store])
@@ -148,7 +146,7 @@ fn main() -> Result<()> {
                     .args(["--bump-revision", BUMP, "--mark-compacted"]),
                 "etcdutl snapshot restore",
             )?;
-            tools[0].1.push(r.own);
+            tools[0].push_polled(r, 0.0);
             std::fs::remove_dir_all(&ref_dir)?;
 
             let mut slot = 1;
@@ -159,9 +157,7 @@ fn main() -> Result<()> {
                     s3.env(&mut kdr_restore("s3://kdr/restore-bench", &kdr_dir)),
                     &format!("kdr restore from {}", s3.kind.name()),
                 )?;
-                tools[slot].1.push(k.own);
-                tools[slot].2 = tools[slot].2.max(k.children_rss_kib);
-                tools[slot].3.push(s3.cpu_secs() - s3_before);
+                tools[slot].push_polled(k, s3.cpu_secs() - s3_before);
                 if !kdr_dir.join("member/snap/db").exists() {
                     bail!("kdr restore left no db in {}", kdr_dir.display());
                 }
@@ -174,16 +170,11 @@ fn main() -> Result<()> {
             let file_dir = out.join(format!("kdr-file-{run}"));
             let store = format!("file://{}", dir.join("s3/kdr/restore-bench").display());
             let f = measure_polled(&mut kdr_restore(&store, &file_dir), "kdr restore from file://")?;
-            tools[slot].1.push(f.own);
-            tools[slot].2 = tools[slot].2.max(f.children_rss_kib);
+            tools[slot].push_polled(f, 0.0);
             std::fs::remove_dir_all(&file_dir)?;
         }
         drop(stores);
-        let medians: Vec<(String, Measure, u64, f64)> = tools
-            .iter_mut()
-            .map(|(name, v, tool, server)| (name.clone(), median(v), *tool, median_of(server.clone())))
-            .collect();
-        rows.push((mb, snap_size, medians));
+        rows.push((mb, snap_size, tools));
     }
 
     println!();
@@ -198,21 +189,26 @@ fn main() -> Result<()> {
         "{:>7} {:>11}  {:<28} {:>7} {:>7} {:>8} {:>6} {:>6} {:>7} {:>15}",
         "db", "snapshot", "tool", "wall s", "MB/s", "RSS MiB", "CPU s", "S3", "time x", "its etcdutl MiB"
     );
-    for (mb, size, medians) in &rows {
-        let reference = medians[0].1;
-        for (name, m, tool, server) in medians {
+    for (mb, size, tools) in &rows {
+        let reference = tools[0].median();
+        for tool in tools {
+            let m = tool.median();
             println!(
                 "{:>5}MB {:>11}  {:<28} {:>7.2} {:>7.0} {:>8.1} {:>6.2} {:>6.2} {:>7.2} {:>15}",
                 mb,
                 size,
-                name,
+                tool.name,
                 m.secs,
                 *size as f64 / 1e6 / m.secs.max(0.001),
                 m.rss_kib as f64 / 1024.0,
                 m.cpu_secs,
-                server,
+                median_of(tool.server_cpu.clone()),
                 m.secs / reference.secs.max(0.001),
-                if *tool > 0 { format!("{:.1}", *tool as f64 / 1024.0) } else { "-".into() },
+                if tool.children_rss_kib > 0 {
+                    format!("{:.1}", tool.children_rss_kib as f64 / 1024.0)
+                } else {
+                    "-".into()
+                },
             );
         }
     }

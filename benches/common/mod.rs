@@ -216,11 +216,50 @@ pub fn measure(cmd: &mut Command, what: &str) -> Result<Measure> {
 }
 
 /// The median wall time and the median CPU time (each of its own), and the largest peak RSS.
-pub fn median(v: &mut [Measure]) -> Measure {
+pub fn median(v: &[Measure]) -> Measure {
     let cpu_secs = median_of(v.iter().map(|m| m.cpu_secs).collect());
     let secs = median_of(v.iter().map(|m| m.secs).collect());
     let rss_kib = v.iter().map(|m| m.rss_kib).max().unwrap_or(0);
     Measure { secs, cpu_secs, rss_kib }
+}
+
+/// One row of a bench: a tool's runs, and what else was measured meanwhile (the CPU seconds of the
+/// etcd serving it and of the S3 server, the peak RSS of the child processes it ran).
+pub struct Tool {
+    pub name: String,
+    pub runs: Vec<Measure>,
+    pub etcd_cpu: Vec<f64>,
+    pub server_cpu: Vec<f64>,
+    pub children_rss_kib: u64,
+}
+
+impl Tool {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            runs: Vec::new(),
+            etcd_cpu: Vec::new(),
+            server_cpu: Vec::new(),
+            children_rss_kib: 0,
+        }
+    }
+
+    /// Records a run and the CPU seconds etcd and the S3 server spent during it.
+    pub fn push(&mut self, m: Measure, etcd_cpu: f64, server_cpu: f64) {
+        self.runs.push(m);
+        self.etcd_cpu.push(etcd_cpu);
+        self.server_cpu.push(server_cpu);
+    }
+
+    /// Records a polled run ([`measure_polled`]) and the S3 server's CPU seconds during it.
+    pub fn push_polled(&mut self, p: Polled, server_cpu: f64) {
+        self.push(p.own, 0.0, server_cpu);
+        self.children_rss_kib = self.children_rss_kib.max(p.children_rss_kib);
+    }
+
+    pub fn median(&self) -> Measure {
+        median(&self.runs)
+    }
 }
 
 /// The median of `v` (the upper one of an even count); 0 when empty.
