@@ -5,18 +5,11 @@ use std::path::PathBuf;
 use kdr::failover::trace::{ReplayEvent, ReplayLine, ReplaySummary, Trace, replay_default};
 use proptest::prelude::*;
 
-/// `shared/` sits beside the repository (`../shared`); `KDR_SHARED_DIR` overrides it (a git
-/// worktree elsewhere). Missing is a failure, never a skip.
-fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("KDR_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    assert!(
-        dir.join("design/detector-traces/expected.json").is_file(),
-        "the sample traces are missing: expected {}/design/detector-traces/expected.json \
-         (shared/ must sit beside the repository, or set KDR_SHARED_DIR)",
-        dir.display()
-    );
+/// The design's sample traces, copied into the repository (`tests/fixtures/detector-traces/`):
+/// no test reads anything outside it.
+fn traces_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detector-traces");
+    assert!(dir.join("expected.json").is_file(), "the sample traces are missing from {}", dir.display());
     dir
 }
 
@@ -27,7 +20,7 @@ fn run(text: &str) -> Vec<ReplayLine> {
 
 #[test]
 fn sample_traces_match_expected_json() {
-    let dir = shared_dir().join("design/detector-traces");
+    let dir = traces_dir();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let expected = expected.as_object().unwrap();

@@ -3,17 +3,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `shared/` beside the repository, or `KDR_SHARED_DIR`; missing is a failure, never a skip.
+/// A sample trace from the repository's fixtures (`tests/fixtures/detector-traces/`).
 fn sample(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KDR_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let path = dir.join("design/detector-traces").join(name);
-    assert!(
-        path.is_file(),
-        "sample trace {} is missing (shared/ must sit beside the repository, or set KDR_SHARED_DIR)",
-        path.display()
-    );
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/detector-traces").join(name);
+    assert!(path.is_file(), "sample trace {} is missing", path.display());
     path
 }
 
