@@ -357,6 +357,8 @@ async fn docker_self_fence_guard_reacts_to_a_newer_claim() {
     assert_eq!(std::fs::read_to_string(aside.join("etcd.yaml")).unwrap(), "etcd.yaml", "moved, not deleted");
     let status: Status = shared.status();
     assert_eq!(status.self_fenced.as_ref().map(|s| s.0), Some(1));
+    // Alerts are delivered by their own task: wait for it.
+    assert!(shared.flush_alerts(Duration::from_secs(10)).await, "the alert hook finished");
     assert_eq!(std::fs::read_to_string(dir.path().join("alerts")).unwrap(), "self_fence\n");
     assert!(shared.encode_metrics().contains("kdr_self_fenced_total 1"));
     // A second check with nothing left to move does not alert again.

@@ -97,6 +97,7 @@ impl Primary {
         let schedule = self.backup_schedule.schedule();
         loop {
             let wait = schedule.wait_from(self.shared.clock.utc());
+            self.shared.beat("backup", turn_allowance(wait), "waiting for the next scheduled backup");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = stopped(&mut stop) => return Ok(()),
@@ -234,6 +235,7 @@ impl Primary {
         let schedule = self.drill_schedule.schedule();
         loop {
             let wait = schedule.wait_from(self.shared.clock.utc());
+            self.shared.beat("drill", turn_allowance(wait), "waiting for the next scheduled drill");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = stopped(&mut stop) => return Ok(()),
@@ -313,6 +315,7 @@ impl Primary {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "self-fence guard: cannot read the claims; will retry"),
             }
+            self.shared.beat("self-fence", every * 3 + SELF_FENCE_CHECK_ALLOWANCE, "checking the claims");
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = stopped(&mut stop) => return Ok(()),
@@ -383,6 +386,16 @@ pub fn move_manifests_aside(dir: &Path, epoch: u64, stamp: &str) -> Result<(Path
         moved.push(name);
     }
     Ok((aside, moved))
+}
+
+/// How long one check of the claims may take before `/healthz` calls the guard stalled.
+const SELF_FENCE_CHECK_ALLOWANCE: Duration = Duration::from_secs(120);
+
+/// How long a scheduled loop may go without a turn: the wait until its next run, then that run
+/// (a backup or a drill of a large database takes minutes; neither has a total timeout of its
+/// own yet), so twice the wait plus 30 minutes.
+fn turn_allowance(wait: Duration) -> Duration {
+    wait * 2 + Duration::from_secs(30 * 60)
 }
 
 #[cfg(test)]
