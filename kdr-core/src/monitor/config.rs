@@ -243,10 +243,11 @@ pub struct StandbyConfig {
     /// Each round starts `interval_s ± jitter * interval_s` after the previous one started
     /// (default 0.1); a late round starts at once, never two at a time.
     pub jitter: f64,
-    /// The promotion: a program (argv, no shell) run once per epoch with `KDR_EPOCH` set and
-    /// `{epoch}` in any argument replaced by the epoch, e.g.
-    /// `["kdr", "failover", "--config", "/etc/kdr/kdr.toml", "--epoch", "{epoch}"]`. Required for
-    /// the standby role.
+    /// Deprecated: a program (argv, no shell) to promote with, run once per epoch with
+    /// `KDR_EPOCH` set and `{epoch}` in any argument replaced by the epoch. Empty (the default):
+    /// the monitor promotes in-process through the same runbook `kdr failover` runs (one journal,
+    /// one claim, one fence); `kdr failover` then stays the operator's resume command. Set, it
+    /// is run instead (with a deprecation warning at start).
     pub promote_command: Vec<String>,
     /// How long the promotion may take, in seconds (default 3600).
     pub promote_timeout_s: u64,
@@ -416,10 +417,23 @@ pub fn validate(config: &Config) -> Result<()> {
                 "nothing to probe: set api_url and host_icmp or host_tcp (the primary's API server and machine)",
             ));
         }
-        if s.promote_command.first().is_none_or(|p| p.is_empty()) {
+        if s.promote_command.is_empty() {
+            // The default: the monitor promotes in-process through the runbook `kdr failover`
+            // runs. Build it now (nothing is contacted) so that a missing [promotion] key fails
+            // here, not at 3 a.m.
+            crate::runbook::build_runbook(config, std::sync::Arc::new(crate::clock::SystemClock)).map_err(|e| {
+                Error::config(
+                    "promotion",
+                    format!(
+                        "the standby role promotes through the runbook of [promotion], [fence], [restore], \
+                         [kubeadm] and [[workers]]: {e}"
+                    ),
+                )
+            })?;
+        } else if s.promote_command.first().is_some_and(|p| p.is_empty()) {
             return Err(Error::config(
                 "monitor.standby.promote_command",
-                "required for the standby role: the promotion to run once, e.g. [\"kdr\", \"failover\", \"--config\", \"/etc/kdr/kdr.toml\"]",
+                "its program (first element) is empty; remove the key to promote in-process through the runbook",
             ));
         }
         if config.detector.fencing == Fencing::Required && s.fence_command.is_empty() {
@@ -538,7 +552,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.monitor.listen, "127.0.0.1:9464");
         let e = validate(&c).unwrap_err();
-        assert!(e.is_usage() && e.to_string().contains("promote_command"), "{e}");
+        assert!(e.is_usage() && e.to_string().contains("promotes through the runbook of [promotion]"), "{e}");
 
         let c = Config::from_toml("[monitor.backup]\ncron = \"every hour\"\n[store]\nurl = \"memory://\"\n[etcd]\nendpoint = \"http://127.0.0.1:2379\"\n", "kdr.toml").unwrap();
         let e = validate(&c).unwrap_err();

@@ -6,8 +6,9 @@
 //! [`Persist::commit`](crate::failover::Persist::commit), after its state file was written,
 //! fsynced and renamed, so a crash after the decision finds "promotion in progress" and halts
 //! instead of promoting twice. The promotion itself is a [`Promoter`]; the default,
-//! [`ExecPromoter`], runs the configured command (e.g. `kdr failover`, whose journal and epoch
-//! claim refuse a second run of the same epoch).
+//! [`RunbookPromoter`], runs the same [`Runbook`](crate::runbook::Runbook) as `kdr failover`
+//! in-process (one journal, one claim, one fence: its journal and epoch claim refuse a second run
+//! of the same epoch). [`ExecPromoter`] runs a configured command instead (deprecated).
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
@@ -79,7 +80,7 @@ impl Promoter for ExecPromoter {
     }
 }
 
-/// Runs the [`Runbook`](crate::runbook::Runbook) in-process (for embedders that build one).
+/// Runs the [`Runbook`](crate::runbook::Runbook) in-process: the monitor's default promoter.
 #[derive(Debug)]
 pub struct RunbookPromoter(pub crate::runbook::Runbook);
 
@@ -174,8 +175,18 @@ impl Standby {
         } else {
             None
         };
-        let promoter =
-            Arc::new(ExecPromoter::new(s.promote_command.clone(), Duration::from_secs(s.promote_timeout_s)));
+        let promoter: Arc<dyn Promoter> = if s.promote_command.is_empty() {
+            let runbook = crate::runbook::build_runbook(config, shared.clock.clone())?;
+            Arc::new(RunbookPromoter(runbook))
+        } else {
+            tracing::warn!(
+                command = %s.promote_command.join(" "),
+                "monitor.standby.promote_command is deprecated: it runs a second process that re-reads the \
+                 configuration; remove it to promote in-process through the runbook (kdr failover stays the \
+                 operator's resume command)"
+            );
+            Arc::new(ExecPromoter::new(s.promote_command.clone(), Duration::from_secs(s.promote_timeout_s)))
+        };
         Self::new(config, shared, probes, fencer, promoter)
     }
 
