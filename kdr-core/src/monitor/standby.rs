@@ -368,7 +368,7 @@ impl Standby {
             let clock = clock.clone();
             async move {
                 let t0 = clock.instant();
-                let r = probe_bounded(p.as_ref()).await;
+                let r = probe_bounded(role, p.as_ref()).await;
                 (role.clone(), p.name().to_owned(), r, clock.instant().saturating_duration_since(t0))
             }
         });
