@@ -49,7 +49,7 @@ pub mod plan;
 pub use adapters::{FlowRestore, ParallelWorkerRecovery};
 pub use checks::{CheckContext, CheckResult, KubectlPostChecks, PostCheckSettings, PostChecker};
 pub use claim::{Claim, ClaimOutcome, ClaimStore};
-pub use config::build_runbook;
+pub use config::{build_runbook, claim_store, claims_prefix, open_claim_store};
 pub use hooks::{HookContext, HookPhase, HookSpec, HooksSettings};
 pub use journal::{Journal, JournalLock, StepKind, StepStatus};
 pub use plan::{Plan, PlannedStep, SnapshotSummary, StepAction};
