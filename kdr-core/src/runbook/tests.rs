@@ -279,17 +279,29 @@ struct Harness {
     world: World,
     dir: tempfile::TempDir,
     objects: Arc<InMemory>,
+    /// What the claims are written through (the same objects, maybe slowed down).
+    claims_store: Arc<dyn object_store::ObjectStore>,
     hooks: HooksSettings,
 }
 
 impl Harness {
     fn new() -> Self {
+        Self::sharing(Arc::new(InMemory::new()))
+    }
+
+    /// Another standby (its own state dir and nodes) on the same object store.
+    fn sharing(objects: Arc<InMemory>) -> Self {
         Self {
             world: World::default(),
             dir: tempfile::tempdir().unwrap(),
-            objects: Arc::new(InMemory::new()),
+            claims_store: objects.clone(),
+            objects,
             hooks: HooksSettings::default(),
         }
+    }
+
+    fn claims(&self) -> ClaimStore {
+        ClaimStore::new(self.objects.clone(), "prod", "memory://")
     }
 
     fn settings(&self) -> PromotionSettings {
@@ -311,7 +323,7 @@ impl Harness {
         Runbook::new(RunbookParts {
             settings,
             hooks: self.hooks.clone(),
-            claims: ClaimStore::new(self.objects.clone(), "prod", "memory://"),
+            claims: ClaimStore::new(self.claims_store.clone(), "prod", "memory://"),
             snapshots: Arc::new(OneSet(manifest())),
             fencer: Arc::new(FakeFencer(w.clone())),
             restore: Arc::new(FakeRestore(w.clone())),
@@ -671,4 +683,157 @@ fn settings_need_identities_and_a_new_host_differs_from_the_old() {
     .unwrap();
     parsed.validate().unwrap();
     assert_eq!(parsed.checks.timeout, Duration::from_secs(180));
+}
+
+fn other_claim(epoch: u64, holder: &str) -> Claim {
+    Claim {
+        epoch,
+        holder: holder.into(),
+        host: "10.0.0.3".into(),
+        run_id: format!("run-of-{holder}"),
+        claimed_at: DateTime::from_timestamp(1_790_000_050, 0).unwrap(),
+        snapshot: None,
+    }
+}
+
+/// The second failover in a cluster's life: a rebuilt standby (empty state dir) after a first
+/// promotion took epoch 1.
+#[tokio::test]
+async fn a_rebuilt_standby_promotes_the_newest_claim_plus_one_and_a_claimed_epoch_says_what_to_do() {
+    let first = Harness::new();
+    assert_eq!(first.runbook().run(None).await.unwrap().epoch, 1);
+
+    let rebuilt = Harness::sharing(first.objects.clone());
+    let plan = rebuilt.runbook_as("master-3").plan(None).await.unwrap();
+    assert_eq!(plan.epoch, 2, "{}", plan.epoch_source);
+    // Its detector, starting from 0, would have asked for epoch 1: refused, naming the claim and
+    // the commands, and nothing runs.
+    let err = rebuilt.runbook_as("master-3").run(Some(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    let msg = err.to_string();
+    for expected in [
+        "epoch 1 already claimed by master-2 on 10.0.0.2 at 2026-09-21T14:15:00+00:00",
+        "`kdr failover` without --epoch: it takes epoch 2",
+        "`kdr rearm`",
+    ] {
+        assert!(msg.contains(expected), "lacks {expected:?}: {msg}");
+    }
+    assert!(rebuilt.world.st().events.is_empty(), "{:?}", rebuilt.world.st().events);
+    assert!(rebuilt.journal(1).is_abandoned(), "the refusal is recorded, the journal kept");
+    // The same again: given up, never resumed.
+    let msg = rebuilt.runbook_as("master-3").run(Some(1)).await.unwrap_err().to_string();
+    assert!(msg.contains("epoch 1 was given up by this standby") && msg.contains("takes epoch 2"), "{msg}");
+
+    // `kdr failover` without --epoch, with the detector's (halted) epoch 1: not used, epoch 2 is.
+    let report = rebuilt.runbook_as("master-3").run_for(EpochRequest::Detector(1)).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(report.epoch, 2);
+    assert!(report.notes.iter().any(|n| n.contains("detector epoch 1 is not used")), "{:?}", report.notes);
+    assert_eq!(rebuilt.claims().get(2).await.unwrap().unwrap().holder, "master-3");
+    assert_eq!(rebuilt.world.count("restore"), 1);
+    // A later epoch than the newest claim is this standby's to claim.
+    assert_eq!(rebuilt.runbook_as("master-3").plan(Some(3)).await.unwrap().epoch, 3);
+}
+
+#[tokio::test]
+async fn a_requested_epoch_older_than_the_newest_claim_is_refused_before_claiming() {
+    let h = Harness::new();
+    h.claims().claim(&other_claim(4, "master-3")).await.unwrap();
+    let err = h.runbook().run(Some(2)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("epoch 2 cannot be promoted by this standby: epoch 4 already claimed by master-3")
+            && err.contains("the newest claim")
+            && err.contains("takes epoch 5"),
+        "{err}"
+    );
+    assert_eq!(h.claims().get(2).await.unwrap(), None, "epoch 2 was not claimed");
+    assert!(h.world.st().events.is_empty());
+}
+
+#[tokio::test]
+async fn an_unfinished_journal_whose_epoch_another_run_claimed_is_given_up_and_not_re_picked() {
+    let h = Harness::new();
+    // This standby started epoch 1 and died before claiming it; another standby claimed it.
+    let state = h.dir.path().join("state");
+    Journal::create(&state, 1, "run-here", "master-2", DateTime::from_timestamp(1_790_000_000, 0).unwrap())
+        .unwrap();
+    h.claims().claim(&other_claim(1, "master-3")).await.unwrap();
+
+    // The dry run says so and changes nothing.
+    let plan = h.runbook().plan(None).await.unwrap();
+    assert_eq!(plan.epoch, 2, "{}", plan.epoch_source);
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("would be given up")
+                && n.contains("epoch 1 was claimed by another run: master-3")),
+        "{:?}",
+        plan.notes
+    );
+    assert!(!h.journal(1).is_abandoned());
+
+    let report = h.runbook().run(None).await.unwrap();
+    assert_eq!(report.epoch, 2);
+    assert!(report.succeeded(), "{report}");
+    let given_up = h.journal(1);
+    assert!(given_up.is_abandoned(), "kept, marked given up");
+    assert_eq!(given_up.data().run_id, "run-here");
+    assert!(report.notes.iter().any(|n| n.contains("was given up")), "{:?}", report.notes);
+    // Never re-picked: the next run without --epoch would take epoch 3, not resume epoch 1.
+    assert_eq!(h.runbook().plan(None).await.unwrap().epoch, 3);
+}
+
+#[tokio::test]
+async fn a_claimed_unfinished_journal_superseded_by_a_later_claim_is_given_up() {
+    let h = Harness::new();
+    h.run_until_crash("fence:1").await; // epoch 1 claimed by this standby, then it died
+    assert_eq!(h.runbook().plan(None).await.unwrap().epoch, 1, "its own unfinished epoch: resumed");
+    h.claims().claim(&other_claim(2, "master-3")).await.unwrap();
+    let plan = h.runbook().plan(None).await.unwrap();
+    assert_eq!(plan.epoch, 3, "{}", plan.epoch_source);
+    assert!(
+        plan.notes.iter().any(|n| n.contains("a later epoch 2 was claimed by master-3")),
+        "{:?}",
+        plan.notes
+    );
+    // Asked for explicitly, epoch 1 is refused (and given up), not resumed.
+    let err = h.runbook().run(Some(1)).await.unwrap_err().to_string();
+    assert!(err.contains("epoch 1 was given up by this standby") && err.contains("takes epoch 3"), "{err}");
+    assert!(h.journal(1).is_abandoned());
+    assert_eq!(h.world.count("restore"), 0, "nothing after the fence ran");
+}
+
+/// Two standbys race for the same new epoch (each resolves newest + 1 = 1 before either has
+/// claimed): exactly one wins; the other stops, and does not take epoch 2 on its own.
+#[tokio::test]
+async fn two_standbys_racing_for_the_same_new_epoch_produce_one_winner_and_no_second_epoch() {
+    let objects = Arc::new(InMemory::new());
+    let slow = |objects: &Arc<InMemory>| -> Arc<dyn object_store::ObjectStore> {
+        let cfg = object_store::throttle::ThrottleConfig {
+            wait_put_per_call: Duration::from_millis(300),
+            ..Default::default()
+        };
+        Arc::new(object_store::throttle::ThrottledStore::new(objects.clone(), cfg))
+    };
+    let mut a = Harness::sharing(objects.clone());
+    a.claims_store = slow(&objects);
+    let mut b = Harness::sharing(objects.clone());
+    b.claims_store = slow(&objects);
+    let (ra, rb) = (a.runbook_as("master-2"), b.runbook_as("master-3"));
+    let (ra, rb) = tokio::join!(ra.run(None), rb.run(None));
+    let (won, lost, loser) = match (ra, rb) {
+        (Ok(w), Err(l)) => (w, l, &b),
+        (Err(l), Ok(w)) => (w, l, &a),
+        other => panic!("exactly one winner expected: {other:?}"),
+    };
+    assert_eq!(won.epoch, 1);
+    let msg = lost.to_string();
+    assert!(matches!(lost, Error::Refused { .. }), "{lost:?}");
+    assert!(
+        msg.contains("epoch 1 already claimed by") && msg.contains("`kdr failover` without --epoch"),
+        "{msg}"
+    );
+    assert_eq!(Harness::sharing(objects.clone()).claims().get(2).await.unwrap(), None, "no second epoch");
+    assert!(loser.world.st().events.is_empty(), "the loser touched nothing: {:?}", loser.world.st().events);
+    assert!(loser.journal(1).is_abandoned(), "the lost epoch is never resumed");
 }
