@@ -7,12 +7,14 @@
 //!
 //! 1. **claim** the epoch in the object store ([`claim`]): of several standbys, exactly one wins;
 //! 2. **pre-hooks** ([`hooks`]): a failure aborts;
-//! 3. **fence** the old primary ([`crate::fence`]): a failure stops the runbook;
+//! 3. **fence** the old primary ([`crate::fence`]): a failure stops the runbook, and so does a
+//!    fence aimed at this host (the old primary is this node after a same-host rebuild);
 //! 4. **restore** etcd and the bundle ([`RestoreStep`]);
 //! 5. **control-plane init** ([`ControlPlaneInit`], `kubeadm init`);
 //! 6. **workers** ([`WorkerRecovery`]): rewired or rejoined in parallel; one failing does not
 //!    stop the others, and the run ends non-zero naming it;
-//! 7. **post-checks** ([`checks`]) and the clean-up of the old primary;
+//! 7. **post-checks** ([`checks`]) and the clean-up of the old primary (skipped, with a note in
+//!    the journal, when the old primary is this node);
 //! 8. **post-hooks** (the DNS or VIP switch).
 //!
 //! Each step's start and end are journaled ([`journal`]). A resumed run skips finished steps,
@@ -661,7 +663,14 @@ impl Runbook {
         let cp = self.parts.control_plane.plan().await?;
         notes.extend(cp.notes.iter().cloned());
         let endpoint = if cp.endpoint.is_empty() { self.default_endpoint() } else { cp.endpoint.clone() };
-        let ctx = self.check_context(r.epoch, &manifest, Some(endpoint.clone()), &[]);
+        let ctx = self.check_context(r.epoch, &manifest, Some(endpoint.clone()), &[]).await;
+        let fence_refused = self.fence_allowed(&self.fence_target(r.epoch)).await.err();
+        if let Some(why) = &ctx.old_primary_is_this_node {
+            notes.push(format!(
+                "the old primary {} is this node ({why}): its Node and etcd member are kept (clean-up skipped)",
+                s.old_primary_name
+            ));
+        }
         let hook_lines = |hooks: &[HookSpec]| -> Vec<String> {
             if hooks.is_empty() {
                 vec!["(no hooks configured)".into()]
@@ -690,7 +699,10 @@ impl Runbook {
                     s.holder()
                 )],
                 StepKind::PreHooks => hook_lines(&self.parts.hooks.pre),
-                StepKind::Fence => self.parts.fencer.plan(&self.fence_target(r.epoch)),
+                StepKind::Fence => match &fence_refused {
+                    Some(e) => vec![format!("REFUSED, the run stops here: {e}")],
+                    None => self.parts.fencer.plan(&self.fence_target(r.epoch)),
+                },
                 StepKind::Restore => Vec::new(),
                 StepKind::ControlPlaneInit => {
                     let mut d = vec![format!("on {}: configuration {}", s.node_name, cp.config_source)];
@@ -747,7 +759,13 @@ impl Runbook {
         })
     }
 
-    fn check_context(
+    /// Why the old primary is this node, if it is: the same name, the same address as this
+    /// node's, or an address of this host (a same-host rebuild, seeds 001/004).
+    async fn old_primary_is_this_node(&self) -> Option<String> {
+        crate::fence::target_is_this_host(&self.settings().old_primary(), &self.settings().this_node()).await
+    }
+
+    async fn check_context(
         &self,
         epoch: u64,
         manifest: &Manifest,
@@ -762,7 +780,16 @@ impl Runbook {
             recorded_pods: manifest.pods.clone(),
             endpoint,
             failed_workers: failed_workers.to_vec(),
+            old_primary_is_this_node: self.old_primary_is_this_node().await,
         }
+    }
+
+    /// The one check before any fencer that acts runs: never aimed at this host.
+    async fn fence_allowed(&self, target: &FenceTarget) -> Result<()> {
+        if !self.parts.fencer.acts_on_target() {
+            return Ok(());
+        }
+        crate::fence::refuse_fencing_this_host(target, &self.settings().this_node()).await
     }
 
     /// Runs (or resumes) the promotion. `epoch`: the epoch to promote (the detector's), or `None`
@@ -948,7 +975,9 @@ impl Runbook {
                 Ok((json(&done), format!("{} hook(s) ok", done.len())))
             }
             StepKind::Fence => {
-                let r = self.parts.fencer.fence(&self.fence_target(epoch)).await?;
+                let target = self.fence_target(epoch);
+                self.fence_allowed(&target).await?;
+                let r = self.parts.fencer.fence(&target).await?;
                 let what = format!("fenced {} ({})", s.old_primary_name, r.method);
                 Ok((json(&r), what))
             }
@@ -1002,7 +1031,10 @@ impl Runbook {
             StepKind::Workers => unreachable!("handled by workers_step"),
             StepKind::PostChecks => {
                 let failed: Vec<String> = report.failed_workers().into_iter().map(str::to_owned).collect();
-                let ctx = self.check_context(epoch, manifest, endpoint, &failed);
+                let ctx = self.check_context(epoch, manifest, endpoint, &failed).await;
+                if let Some(why) = &ctx.old_primary_is_this_node {
+                    tracing::warn!(epoch, old_primary = %s.old_primary_name, "the old primary is this node ({why}): its clean-up is skipped");
+                }
                 let results = self.parts.checks.run(&ctx).await?;
                 let bad: Vec<&str> = results.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
                 if !bad.is_empty() {

@@ -29,6 +29,8 @@ struct WorldState {
     fence_fails: bool,
     failing_worker: Option<String>,
     checks_fail: bool,
+    /// What the post-checks were told, each time they ran.
+    check_contexts: Vec<CheckContext>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -192,6 +194,7 @@ impl PostChecker for FakeChecks {
         vec![format!("delete node {}", ctx.old_primary.name)]
     }
     async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>> {
+        self.0.st().check_contexts.push(ctx.clone());
         self.0.event("checks".into()).await;
         let ok = !self.0.st().checks_fail;
         Ok(vec![
@@ -317,10 +320,15 @@ impl Harness {
 
     /// A runbook over fresh fakes (as a restarted process would build) sharing the world.
     fn runbook_as(&self, holder: &str) -> Runbook {
+        self.runbook_with(|p| p.settings.holder = Some(holder.into()))
+    }
+
+    /// [`runbook`](Self::runbook) with its parts changed by `change` first.
+    fn runbook_with(&self, change: impl FnOnce(&mut RunbookParts)) -> Runbook {
         let mut settings = self.settings();
-        settings.holder = Some(holder.into());
+        settings.holder = Some("master-2".into());
         let w = &self.world;
-        Runbook::new(RunbookParts {
+        let mut parts = RunbookParts {
             settings,
             hooks: self.hooks.clone(),
             claims: ClaimStore::new(self.claims_store.clone(), "prod", "memory://"),
@@ -337,8 +345,9 @@ impl Harness {
                 DateTime::from_timestamp(1_790_000_100, 0).unwrap(),
                 crate::clock::Clock::instant(&crate::clock::SystemClock),
             )),
-        })
-        .unwrap()
+        };
+        change(&mut parts);
+        Runbook::new(parts).unwrap()
     }
 
     fn runbook(&self) -> Runbook {
@@ -836,4 +845,73 @@ async fn two_standbys_racing_for_the_same_new_epoch_produce_one_winner_and_no_se
     assert_eq!(Harness::sharing(objects.clone()).claims().get(2).await.unwrap(), None, "no second epoch");
     assert!(loser.world.st().events.is_empty(), "the loser touched nothing: {:?}", loser.world.st().events);
     assert!(loser.journal(1).is_abandoned(), "the lost epoch is never resumed");
+}
+
+/// A fence whose target is this host is refused before any fencer runs (new-host mode with the
+/// old primary's address resolving here: a configuration mistake).
+#[tokio::test]
+async fn a_fence_aimed_at_this_host_is_refused_before_the_fencer_runs() {
+    let h = Harness::new();
+    let rb = h.runbook_with(|p| p.settings.old_primary_address = "127.0.0.1".into());
+    let plan = rb.plan(None).await.unwrap();
+    let fence = plan.steps.iter().find(|st| st.step == StepKind::Fence).unwrap();
+    assert!(fence.details[0].starts_with("REFUSED"), "{:?}", fence.details);
+    let err = rb.run(None).await.unwrap_err().to_string();
+    assert!(err.contains("stopped at step fence"), "{err}");
+    assert!(
+        err.contains("refusing to fence master-1 (127.0.0.1) for epoch 1: its address 127.0.0.1 is one of this host's own addresses"),
+        "{err}"
+    );
+    assert!(h.world.st().events.is_empty(), "the fencer never ran: {:?}", h.world.st().events);
+    let j = h.journal(1);
+    assert_eq!(j.status(StepKind::Fence), Some(StepStatus::Failed));
+    assert_eq!(j.status(StepKind::Restore), None, "nothing after the fence");
+}
+
+/// Seeds 001/004: the primary rebuilt with the same name and IP promotes itself.
+#[tokio::test]
+async fn same_host_promotion_refuses_its_own_fence_and_keeps_its_own_node() {
+    let h = Harness::new();
+    let same_host = |p: &mut RunbookParts| {
+        p.settings.node_name = "master-1".into();
+        p.settings.advertise_address = "10.0.0.1".into();
+        p.settings.mode = PromotionMode::SameHost;
+    };
+    // A fencer that acts would stop this very node: refused, naming why.
+    let err = h.runbook_with(same_host).run(None).await.unwrap_err().to_string();
+    assert!(err.contains("refusing to fence master-1 (10.0.0.1)"), "{err}");
+    assert!(err.contains("its node name \"master-1\" is this node's"), "{err}");
+    assert!(h.world.st().events.is_empty(), "{:?}", h.world.st().events);
+
+    // With no fence (the old machine is gone: it is this one), the run completes and the
+    // post-checks are told the old primary is this node, so they keep its Node and member.
+    let rb = h.runbook_with(|p| {
+        same_host(p);
+        p.fencer = Arc::new(crate::fence::NoFence::i_accept_split_brain_risk());
+    });
+    let plan = rb.plan(None).await.unwrap();
+    assert!(
+        plan.notes.iter().any(|n| n.contains("is this node") && n.contains("clean-up skipped")),
+        "{:?}",
+        plan.notes
+    );
+    let report = rb.run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    let ctxs = h.world.st().check_contexts.clone();
+    assert_eq!(ctxs.len(), 1);
+    assert!(ctxs[0].old_primary_here());
+    assert!(
+        ctxs[0].old_primary_is_this_node.as_deref().is_some_and(|w| w.contains("node name \"master-1\"")),
+        "{:?}",
+        ctxs[0]
+    );
+}
+
+#[tokio::test]
+async fn a_different_old_primary_is_fenced_and_cleaned_up_as_before() {
+    let h = Harness::new();
+    assert!(h.runbook().run(None).await.unwrap().succeeded());
+    let ctxs = h.world.st().check_contexts.clone();
+    assert_eq!(ctxs[0].old_primary_is_this_node, None);
+    assert_eq!(h.world.count("fence:1"), 1);
 }
