@@ -193,13 +193,34 @@ pub struct SelfFenceConfig {
     /// the primary sets the epoch it was promoted in). A claim of a higher epoch by anyone else
     /// fences this node.
     pub epoch: u64,
-    /// This node's claim holder name: its own claims never fence it (default: none).
+    /// This node's claim holder name: a claim by it never fences this node. Default: the holder
+    /// `kdr failover` on this node writes in its claims (`promotion.holder`, else
+    /// `promotion.node_name`), counted as this node's own only when the claim was also made from
+    /// this host (its `host` is one of this host's addresses), because the file is shared with the
+    /// standby and names the standby there. So a promoted standby that turns the primary role on
+    /// never fences itself over its own claim, and the old primary still does.
     pub holder: Option<String>,
     /// The static pod manifests moved aside (never deleted) when fenced
     /// (default `/etc/kubernetes/manifests`).
     pub manifests_dir: PathBuf,
-    /// The prefix under which `claims/` live in the store (default: the store URL's prefix).
+    /// Deprecated: the claims are read where the runbook writes them
+    /// ([`claims_prefix`](crate::runbook::claims_prefix): `promotion.claims_prefix`, else the
+    /// store URL's prefix). Still accepted when it names that same place; refused otherwise.
     pub claims_prefix: Option<String>,
+}
+
+impl SelfFenceConfig {
+    /// The holder whose claims are this node's own: `holder` if set, else the holder `kdr
+    /// failover` on this node writes in its claims ([`PromotionSettings::holder`]); `None` when
+    /// neither names anyone (a primary without a `[promotion]` section).
+    ///
+    /// [`PromotionSettings::holder`]: crate::runbook::PromotionSettings::holder
+    pub fn holder_for(&self, config: &Config) -> Option<String> {
+        self.holder.clone().or_else(|| {
+            let h = config.promotion.holder();
+            (!h.trim().is_empty()).then_some(h)
+        })
+    }
 }
 
 impl Default for SelfFenceConfig {
@@ -395,6 +416,8 @@ pub fn validate(config: &Config) -> Result<()> {
     if m.has(Role::Primary) {
         config.store_url()?;
         config.store_options()?;
+        // The self-fence guard reads the claims where the runbook writes them.
+        crate::runbook::claims_prefix(config)?;
         if m.backup.enabled {
             m.backup.schedule().validate("monitor.backup")?;
             config.etcd_options()?;

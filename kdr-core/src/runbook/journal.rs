@@ -278,6 +278,12 @@ impl Journal {
         self.persist()
     }
 
+    /// Marks it given up in memory only (what [`abandon`](Self::abandon) would record), for a
+    /// dry run that must not write.
+    pub(crate) fn mark_abandoned_in_memory(&mut self, reason: &str) {
+        self.data.abandoned = Some(reason.to_owned());
+    }
+
     /// Fixes the backup set this promotion restores.
     pub fn set_snapshot(&mut self, id: &str) -> Result<()> {
         self.data.snapshot = Some(id.to_owned());
