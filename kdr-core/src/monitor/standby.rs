@@ -119,7 +119,13 @@ pub struct Standby {
     round_budget: Duration,
     /// How long a fence or a promotion may keep the loop busy (for `/healthz`).
     command_allowance: Duration,
+    /// Where promotions claim their epoch: read at start-up and every [`CLAIMS_EVERY`] so that
+    /// the detector's next epoch is past the newest claim (a rebuilt standby starts at 0).
+    claims: Option<crate::runbook::ClaimStore>,
 }
+
+/// How often the standby reads the newest claim from the store.
+pub const CLAIMS_EVERY: Duration = Duration::from_secs(30);
 
 fn ip(key: &str, v: &str) -> Result<IpAddr> {
     v.parse().map_err(|e| Error::config(key, format!("{v:?} is not an IP address ({e})")))
@@ -187,7 +193,53 @@ impl Standby {
             );
             Arc::new(ExecPromoter::new(s.promote_command.clone(), Duration::from_secs(s.promote_timeout_s)))
         };
-        Self::new(config, shared, probes, fencer, promoter)
+        let standby = Self::new(config, shared, probes, fencer, promoter)?;
+        // Without a [store] (only with a deprecated promote_command) there are no claims to read.
+        if config.store_url().is_err() {
+            return Ok(standby);
+        }
+        Ok(standby.with_claims(crate::runbook::open_claim_store(config)?))
+    }
+
+    /// Reads the newest claim from `claims` at start-up and every [`CLAIMS_EVERY`], and feeds it
+    /// to the detector ([`Input::ClaimSeen`]): an epoch already claimed is never decided again.
+    pub fn with_claims(mut self, claims: crate::runbook::ClaimStore) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// Starts the task that reads the newest claimed epoch; the loop takes what it found
+    /// without waiting (a slow store never holds up a probe round).
+    fn watch_claims(&self, mut stop: watch::Receiver<bool>) -> Option<watch::Receiver<Option<u64>>> {
+        let claims = self.claims.clone()?;
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                match tokio::time::timeout(CLAIMS_EVERY, claims.newest()).await {
+                    Ok(Ok(newest)) => {
+                        warned = false;
+                        let _ = tx.send(Some(newest.map_or(0, |c| c.epoch)));
+                    }
+                    Ok(Err(e)) if !warned => {
+                        warned = true;
+                        tracing::warn!(error = %e, "cannot read the newest claim; the runbook re-checks before claiming");
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) if !warned => {
+                        warned = true;
+                        tracing::warn!(after = ?CLAIMS_EVERY, "reading the newest claim timed out; will retry");
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(CLAIMS_EVERY) => {}
+                    () = stopped(&mut stop) => return,
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Some(rx)
     }
 
     /// A standby with these parts (for embedders: probes of their own, a [`RunbookPromoter`], ...).
@@ -207,6 +259,7 @@ impl Standby {
             + m.shutdown_grace()
             + interval * 3;
         Ok(Self {
+            claims: None,
             round_budget: longest + (interval / 2).max(Duration::from_millis(500)),
             command_allowance,
             shared,
@@ -261,9 +314,19 @@ impl Standby {
             return Ok(());
         }
         let mut last_round: Option<Instant> = None;
+        let mut newest_claim = self.watch_claims(stop.clone());
         loop {
             let round_start = clock.instant();
             self.beat_probing();
+            let seen = newest_claim
+                .as_mut()
+                .and_then(|rx| rx.has_changed().unwrap_or(false).then(|| *rx.borrow_and_update()).flatten());
+            if let Some(epoch) = seen {
+                let actions = det.handle(Input::ClaimSeen { epoch }, round_start);
+                if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
+                    return Ok(());
+                }
+            }
             // Time this process did not observe is never evidence: the detector sees `now` before
             // any new reading, so readings older than two intervals (a paused VM, a starved
             // process) go stale and the evidence window restarts.
@@ -659,6 +722,10 @@ mod tests {
 
     /// A standby (interval 1 s, dead_after 5 s, no witnesses, no fence) running on paused time.
     fn rig(alerts: &str) -> Rig {
+        rig_with(alerts, None)
+    }
+
+    fn rig_with(alerts: &str, claims: Option<crate::runbook::ClaimStore>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[detector]\ninterval_s = 1\ndead_after_s = 5\nrequire_self_probe = false\n\
@@ -677,7 +744,10 @@ mod tests {
         };
         let probes = vec![(ProbeRole::Api, probe("api")), (ProbeRole::Host, probe("host"))];
         let promoter = Arc::new(Recorder { clock: clock.clone(), at: Mutex::new(Vec::new()) });
-        let standby = Standby::new(&config, shared.clone(), probes, None, promoter.clone()).unwrap();
+        let mut standby = Standby::new(&config, shared.clone(), probes, None, promoter.clone()).unwrap();
+        if let Some(c) = claims {
+            standby = standby.with_claims(c);
+        }
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(standby.run(rx));
         Rig { clock, up, stall, promoter, stop, task, shared, _dir: dir }
@@ -759,6 +829,29 @@ mod tests {
         assert_eq!(promoted.len(), 1);
         let after = promoted[0].1.duration_since(died);
         assert!((Duration::from_secs(5)..=Duration::from_secs(7)).contains(&after), "{after:?}");
+    }
+
+    /// A rebuilt standby (no state file) in a cluster whose first failover claimed epoch 1:
+    /// the claim read at start-up makes its first promotion epoch 2, never the claimed epoch 1.
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuilt_standby_decides_past_the_newest_claim() {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let claims = crate::runbook::ClaimStore::new(store, "prod", "memory://prod");
+        let first = crate::runbook::Claim {
+            epoch: 1,
+            holder: "master-2".into(),
+            host: "master-2".into(),
+            run_id: "first-failover".into(),
+            claimed_at: DateTime::<Utc>::UNIX_EPOCH,
+            snapshot: None,
+        };
+        claims.claim(&first).await.unwrap();
+        let r = rig_with("", Some(claims));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        r.up.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let promoted = r.finish().await;
+        assert_eq!(promoted.iter().map(|p| p.0).collect::<Vec<_>>(), [2], "one promotion, at epoch 2");
     }
 
     /// An alert hook that hangs for 30 s (each state change alerts) does not delay detection:
