@@ -6,8 +6,12 @@
 //! "already exists" and refuses to promote. Nothing home-made (no lease, no lock server) is
 //! involved, so this scales to several standbys.
 //!
-//! The newest claim also tells an old primary that comes back that it has been replaced (its
-//! self-fence guard reads [`ClaimStore::newest`]).
+//! The claims also order the epochs: before claiming, the runbook reads the newest claim and
+//! refuses an epoch older than it or claimed by another run, and a standby's detector raises its
+//! own epoch to [`ClaimStore::newest_epoch`], so a rebuilt standby never asks for an epoch already
+//! claimed. The newest claim also tells an old primary that comes back that it has been replaced
+//! (its self-fence guard reads [`ClaimStore::newest`]). Where the claims live is derived once,
+//! [`claims_prefix`](super::claims_prefix), for the runbook and the monitor alike.
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
