@@ -436,9 +436,10 @@ impl Runbook {
     ///
     /// The store's claims are read first: an unfinished journal whose epoch another run claimed,
     /// or that a later claim superseded, can never complete; it is given up (kept, never deleted,
-    /// never resumed) when `give_up` (a real run; the dry run only says it would be). A requested
-    /// epoch that the store already holds a claim for (or for a later epoch), from another run, is
-    /// refused with what happened and what to do.
+    /// never resumed) when `give_up` (a real run; the dry run only says it would be). An exact
+    /// epoch that the store already holds a claim for (or for a later epoch), from another run,
+    /// goes to the claim step, which refuses it with what happened and what to do, and records
+    /// that in its journal, given up; a detector's epoch falls back to the next one.
     async fn resolve(&self, request: EpochRequest, give_up: bool) -> Result<Resolved> {
         let dir = &self.settings().state_dir;
         let mut journals = Journal::list(dir)?;
