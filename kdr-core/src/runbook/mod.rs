@@ -838,6 +838,13 @@ impl Runbook {
             checks: Vec::new(),
             notes: r.notes.clone(),
         };
+        if let Some(why) = self.old_primary_is_this_node().await {
+            report.notes.push(format!(
+                "the old primary {} is this node ({why}): it is not fenced by an acting fencer, and its Node and \
+                 etcd member are kept",
+                s.old_primary_name
+            ));
+        }
         let mut endpoint = journal
             .record(StepKind::ControlPlaneInit)
             .and_then(|r| r.result.as_ref())
