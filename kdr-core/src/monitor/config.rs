@@ -434,6 +434,10 @@ pub fn validate(config: &Config) -> Result<()> {
     if m.has(Role::Standby) {
         let s = &m.standby;
         config.detector.validate()?;
+        if config.store.url.is_some() {
+            // The standby reads the newest claim (for its detector's epoch) where the runbook writes.
+            crate::runbook::claims_prefix(config)?;
+        }
         if s.api_url.is_none() && s.host_icmp.is_none() && s.host_tcp.is_none() {
             return Err(Error::config(
                 "monitor.standby",

@@ -436,9 +436,10 @@ impl Runbook {
     ///
     /// The store's claims are read first: an unfinished journal whose epoch another run claimed,
     /// or that a later claim superseded, can never complete; it is given up (kept, never deleted,
-    /// never resumed) when `give_up` (a real run; the dry run only says it would be). A requested
-    /// epoch that the store already holds a claim for (or for a later epoch), from another run, is
-    /// refused with what happened and what to do.
+    /// never resumed) when `give_up` (a real run; the dry run only says it would be). An exact
+    /// epoch that the store already holds a claim for (or for a later epoch), from another run,
+    /// goes to the claim step, which refuses it with what happened and what to do, and records
+    /// that in its journal, given up; a detector's epoch falls back to the next one.
     async fn resolve(&self, request: EpochRequest, give_up: bool) -> Result<Resolved> {
         let dir = &self.settings().state_dir;
         let mut journals = Journal::list(dir)?;
@@ -837,6 +838,13 @@ impl Runbook {
             checks: Vec::new(),
             notes: r.notes.clone(),
         };
+        if let Some(why) = self.old_primary_is_this_node().await {
+            report.notes.push(format!(
+                "the old primary {} is this node ({why}): it is not fenced by an acting fencer, and its Node and \
+                 etcd member are kept",
+                s.old_primary_name
+            ));
+        }
         let mut endpoint = journal
             .record(StepKind::ControlPlaneInit)
             .and_then(|r| r.result.as_ref())

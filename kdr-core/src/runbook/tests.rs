@@ -897,6 +897,7 @@ async fn same_host_promotion_refuses_its_own_fence_and_keeps_its_own_node() {
     );
     let report = rb.run(None).await.unwrap();
     assert!(report.succeeded(), "{report}");
+    assert!(report.to_string().contains("note: the old primary master-1 is this node"), "{report}");
     let ctxs = h.world.st().check_contexts.clone();
     assert_eq!(ctxs.len(), 1);
     assert!(ctxs[0].old_primary_here());
