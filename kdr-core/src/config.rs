@@ -42,7 +42,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::bundle::{BundleOptions, BundleSpec, KUBERNETES_DIR};
-use crate::backup::etcd_source::{EtcdSourceOptions, EtcdTlsFiles};
+use crate::backup::etcd_source::{
+    DEFAULT_SNAPSHOT_IDLE_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT, EtcdSourceOptions, EtcdTlsFiles,
+};
 use crate::error::{Error, Result};
 use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions, EncryptionKey};
 use crate::snapshot::retention::RetentionPolicy;
@@ -152,11 +154,24 @@ pub struct EtcdConfig {
     pub key: Option<PathBuf>,
     /// Limit for connecting and for each request, in seconds (default 10).
     pub request_timeout_secs: u64,
+    /// A snapshot fails when etcd sends no data for this many seconds (default 60).
+    pub snapshot_idle_timeout_secs: u64,
+    /// A snapshot fails when its stream takes longer than this many seconds (default 7200; 0: no
+    /// limit).
+    pub snapshot_timeout_secs: u64,
 }
 
 impl Default for EtcdConfig {
     fn default() -> Self {
-        Self { endpoint: None, cacert: None, cert: None, key: None, request_timeout_secs: 10 }
+        Self {
+            endpoint: None,
+            cacert: None,
+            cert: None,
+            key: None,
+            request_timeout_secs: 10,
+            snapshot_idle_timeout_secs: DEFAULT_SNAPSHOT_IDLE_TIMEOUT.as_secs(),
+            snapshot_timeout_secs: DEFAULT_SNAPSHOT_TIMEOUT.as_secs(),
+        }
     }
 }
 
@@ -512,6 +527,9 @@ impl Config {
             key: self.etcd.key.clone(),
         };
         o.request_timeout = Duration::from_secs(self.etcd.request_timeout_secs.max(1));
+        o.snapshot_idle_timeout = Duration::from_secs(self.etcd.snapshot_idle_timeout_secs.max(1));
+        o.snapshot_timeout = (self.etcd.snapshot_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.etcd.snapshot_timeout_secs));
         Ok(o)
     }
 
