@@ -599,10 +599,7 @@ impl Config {
             }
             _ if opted_out => Err(Error::config(
                 "fence.accept_no_automatic_failover_when_primary_is_down",
-                format!(
-                    "only applies to kind = \"ssh\", not kind = {:?}: remove it",
-                    kind_name(f.kind)
-                ),
+                format!("only applies to kind = \"ssh\", not kind = {:?}: remove it", kind_name(f.kind)),
             )),
             _ => Ok(()),
         }
@@ -732,8 +729,10 @@ mod tests {
         ] {
             assert!(msg.contains(needle), "{needle:?} missing: {msg}");
         }
-        check(&standby("[fence]\nkind = \"ssh\"\naccept_no_automatic_failover_when_primary_is_down = true\n"))
-            .unwrap();
+        check(&standby(
+            "[fence]\nkind = \"ssh\"\naccept_no_automatic_failover_when_primary_is_down = true\n",
+        ))
+        .unwrap();
         check(&standby("[fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n")).unwrap();
         check(&standby("[fence]\nkind = \"none\"\ni_accept_split_brain_risk = true\n")).unwrap();
         // The opt-out is for the ssh fence only.
@@ -770,7 +769,9 @@ mod tests {
             .replace("promote_command", "fence_command = [\"/usr/local/bin/fence-ipmi\"]\npromote_command");
         let msg = check(&text).unwrap_err().to_string();
         assert!(
-            msg.contains("monitor.standby.fence_command") && msg.contains("kdr failover") && msg.contains("halt"),
+            msg.contains("monitor.standby.fence_command")
+                && msg.contains("kdr failover")
+                && msg.contains("halt"),
             "{msg}"
         );
         // fence_command with a promotion of the operator's own: the one fence, accepted.

@@ -4,8 +4,12 @@
 //! commands as children, a cloud CLI forks helpers, a script backgrounds a `sleep`). Killing only
 //! the direct child on a timeout leaves those running: still powering a machine off, still writing
 //! a data dir, still holding kdr's pipes open. So every child kdr starts leads its own process
-//! group, and a timeout or a cancelled caller (its future dropped) sends SIGKILL to the whole
-//! group, then reaps the direct child.
+//! group, and a timeout or a cancelled caller (its future dropped) stops the whole group: SIGTERM,
+//! then SIGKILL after [`TERM_GRACE`]; the direct child is reaped.
+//!
+//! The grace is for children that are kdr themselves (`kdr failover`, the monitor's usual
+//! promotion): their own children lead groups of their own, which a SIGKILL to kdr would leave
+//! running; on SIGTERM kdr drops its work, which stops those groups the same way.
 use std::io;
 use std::process::{ExitStatus, Output};
 use std::time::Duration;
@@ -13,6 +17,9 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, Command};
+
+/// How long a group has between SIGTERM and SIGKILL.
+pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a killed leader may take to be reaped before it is left to tokio's orphan reaper (a
 /// process in uninterruptible I/O only dies once that I/O ends).
@@ -35,7 +42,9 @@ pub(crate) struct TimedOut;
 impl GroupChild {
     /// Starts `cmd` as the leader of a new process group (pgid = its pid).
     pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Self> {
-        let child = cmd.process_group(0).kill_on_drop(true).spawn()?;
+        // Not kill_on_drop: that would SIGKILL the leader at once, without its grace; `Drop`
+        // below stops the group, and tokio reaps a dropped child once it exits.
+        let child = cmd.process_group(0).kill_on_drop(false).spawn()?;
         let group = child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw);
         Ok(Self { child, group })
     }
@@ -66,10 +75,16 @@ impl GroupChild {
         Ok(status)
     }
 
-    /// SIGKILL to the whole group, then reaps the leader (bounded by [`REAP_WAIT`]).
+    /// Stops the whole group: SIGTERM, SIGKILL once the leader has exited or after
+    /// [`TERM_GRACE`], then reaps the leader (bounded by [`REAP_WAIT`]).
     pub(crate) async fn kill(&mut self) {
-        self.signal_group(Signal::KILL);
-        self.group = None;
+        if let Some(group) = self.group.take() {
+            let _ = rustix::process::kill_process_group(group, Signal::TERM);
+            let _ = tokio::time::timeout(TERM_GRACE, self.child.wait()).await;
+            // Whatever is left in the group, the leader too if it ignored SIGTERM. Its id is still
+            // the group's: a group is only freed once empty.
+            let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        }
         let _ = self.child.start_kill();
         if tokio::time::timeout(REAP_WAIT, self.child.wait()).await.is_err() {
             tracing::warn!(pid = ?self.child.id(), "a killed child has not exited yet; it will be reaped when it does");
@@ -87,7 +102,12 @@ impl GroupChild {
         timeout: Duration,
     ) -> Result<io::Result<Output>, TimedOut> {
         let stdin = self.child.stdin.take();
-        let (stdout, stderr) = (self.child.stdout.take(), self.child.stderr.take());
+        // The pipes are read by tasks of their own, which go on draining them through the grace
+        // of a timeout or a cancellation: a group cleaning up on SIGTERM must not die of SIGPIPE
+        // (a shell reporting its killed child, kdr logging that it stops).
+        let stdout = tokio::spawn(read_all(self.child.stdout.take()));
+        let stderr = tokio::spawn(read_all(self.child.stderr.take()));
+        let readers = [stdout.abort_handle(), stderr.abort_handle()];
         let feed = async move {
             if let (Some(mut pipe), Some(bytes)) = (stdin, input) {
                 // A command that exits without reading its input closes the pipe: not an error.
@@ -98,8 +118,11 @@ impl GroupChild {
         };
         let child = &mut self.child;
         let run = async move {
-            let ((), status, out, err) = tokio::join!(feed, child.wait(), read_all(stdout), read_all(stderr));
-            Ok(Output { status: status?, stdout: out?, stderr: err? })
+            let ((), status, out, err) = tokio::join!(feed, child.wait(), stdout, stderr);
+            let joined = |r: std::result::Result<io::Result<Vec<u8>>, tokio::task::JoinError>| {
+                r.map_err(io::Error::other).and_then(|r| r)
+            };
+            Ok(Output { status: status?, stdout: joined(out)?, stderr: joined(err)? })
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => {
@@ -112,6 +135,8 @@ impl GroupChild {
             }
             Err(_) => {
                 self.kill().await;
+                // The group is dead; a pipe still open is held by a process outside it.
+                readers.iter().for_each(tokio::task::AbortHandle::abort);
                 Err(TimedOut)
             }
         }
@@ -120,9 +145,30 @@ impl GroupChild {
 
 impl Drop for GroupChild {
     fn drop(&mut self) {
-        // Before the `Child` field drops (whose kill_on_drop kills the leader only): the leader is
-        // not reaped yet, so the group id cannot have been reused.
-        self.signal_group(Signal::KILL);
+        let Some(group) = self.group.take() else { return };
+        let _ = rustix::process::kill_process_group(group, Signal::TERM);
+        // SIGKILL after the grace, from a task: `drop` cannot wait. If the runtime shuts down
+        // first, the task is dropped and the guard kills at once.
+        let guard = KillOnDrop(group);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(TERM_GRACE).await;
+                    drop(guard);
+                });
+            }
+            Err(_) => drop(guard),
+        }
+    }
+}
+
+/// Sends SIGKILL to a process group when dropped.
+struct KillOnDrop(Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // ESRCH: the group is gone already.
+        let _ = rustix::process::kill_process_group(self.0, Signal::KILL);
     }
 }
 
@@ -210,6 +256,26 @@ pub(crate) mod tests {
         task.abort();
         let _ = task.await;
         assert!(wait_gone(grandchild).await, "grandchild {grandchild} outlived its cancelled caller");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_gives_the_group_a_grace_to_clean_up_then_kills_what_ignores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cleaned, stubborn) = (dir.path().join("cleaned"), dir.path().join("stubborn"));
+        // The leader cleans up on SIGTERM (as kdr does: it stops its own children's groups); a
+        // grandchild ignores SIGTERM and must still be gone after the grace.
+        let script = format!(
+            "trap 'echo yes > {c}; exit 1' TERM; sh -c 'trap \"\" TERM; sleep 300' & echo $! > {s}; \
+             while :; do sleep 0.1; done",
+            c = cleaned.display(),
+            s = stubborn.display()
+        );
+        let child = GroupChild::spawn(&mut sh(&script)).unwrap();
+        let r = child.output(None, Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(TimedOut)), "{r:?}");
+        assert_eq!(std::fs::read_to_string(&cleaned).unwrap(), "yes\n", "the leader got SIGTERM first");
+        let pid = pid_in(&stubborn).await;
+        assert!(wait_gone(pid).await, "{pid} ignored SIGTERM and survived the SIGKILL");
     }
 
     #[tokio::test]

@@ -91,21 +91,21 @@ fn a_standby_with_the_default_ssh_fence_exits_2_naming_the_key_the_reason_and_th
 #[test]
 fn a_standby_naming_its_fence_twice_exits_2_naming_both_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let path = standby_config(
-        dir.path(),
-        "[fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n",
-    );
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "promote_command",
-        "fence_command = [\"/usr/local/bin/fence-ipmi\"]\npromote_command",
-    );
-    let text = text.replace("require_self_probe = false\n", "require_self_probe = false\nfencing = \"required\"\n");
+    let path =
+        standby_config(dir.path(), "[fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("promote_command", "fence_command = [\"/usr/local/bin/fence-ipmi\"]\npromote_command");
+    let text =
+        text.replace("require_self_probe = false\n", "require_self_probe = false\nfencing = \"required\"\n");
     std::fs::write(&path, text).unwrap();
     let o = check_config(&path);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("monitor.standby.fence_command") && err.contains("[fence]") && err.contains("named twice"),
+        err.contains("monitor.standby.fence_command")
+            && err.contains("[fence]")
+            && err.contains("named twice"),
         "{err}"
     );
 }
