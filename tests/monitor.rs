@@ -253,7 +253,8 @@ async fn restart_keeps_the_latch_and_pause() {
          record_trace = \"{}\"\n\
          [monitor.standby]\napi_url = \"https://127.0.0.1:{dead}/healthz\"\napi_insecure_skip_tls_verify = true\n\
          host_tcp = \"127.0.0.1:{dead}\"\npromote_command = [\"sh\", \"-c\", \"echo $KDR_EPOCH:$0 >> {}\", \"{{epoch}}\"]\n\
-         [monitor.alerts]\nexec = [[\"sh\", \"-c\", \"echo \\\"$KDR_ALERT_KIND: $KDR_ALERT_MESSAGE\\\" >> {}\"]]\n",
+         [monitor.alerts]\nexec = [[\"sh\", \"-c\", \"echo \\\"$KDR_ALERT_KIND: $KDR_ALERT_MESSAGE\\\" >> {}\"]]\n\
+         [fence]\nkind = \"exec\"\ncommand = [\"true\"]\n",
         dir.path().join("state").display(),
         dir.path().join("trace.jsonl").display(),
         promoted.display(),

@@ -259,6 +259,11 @@ pub struct FenceSettings {
     /// For `none`: must be `true`, acknowledging that an old primary that is alive will go on
     /// serving next to the new one.
     pub i_accept_split_brain_risk: bool,
+    /// For `ssh` on a standby running `kdr-monitor`: must be `true` to keep the ssh fence, which
+    /// cannot reach a primary whose machine is down, so that an automatic failover of a dead
+    /// primary halts at the fence and an operator finishes it (see
+    /// [`Config::check_automatic_failover_fence`](crate::config::Config::check_automatic_failover_fence)).
+    pub accept_no_automatic_failover_when_primary_is_down: bool,
 }
 
 impl Default for FenceSettings {
@@ -270,6 +275,7 @@ impl Default for FenceSettings {
             manifests_dir: PathBuf::from("/etc/kubernetes/manifests"),
             stop_timeout: Duration::from_secs(120),
             i_accept_split_brain_risk: false,
+            accept_no_automatic_failover_when_primary_is_down: false,
         }
     }
 }

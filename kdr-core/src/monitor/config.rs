@@ -511,6 +511,7 @@ pub fn validate(config: &Config) -> Result<()> {
                 }
             }
         }
+        config.check_automatic_failover_fence()?;
     }
     Ok(())
 }
@@ -538,6 +539,7 @@ mod tests {
              host_tcp = \"10.0.0.1:22\"\nself_tcp = \"10.0.0.254:53\"\npromote_command = [\"kdr\", \"failover\"]\n\
              [detector]\nwitnesses = [\"worker-1\", \"worker-9\"]\n\
              [ssh]\nkey_file = \"{d}/id\"\nknown_hosts = \"{d}/known_hosts\"\n\
+             [fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n\
              [[workers]]\nname = \"worker-1\"\nhost = \"10.0.0.11\"\n",
             d = dir.path().display()
         );
