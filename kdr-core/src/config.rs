@@ -589,8 +589,8 @@ impl Config {
                     "kind = \"ssh\" cannot fence a dead primary: an ssh fence needs the machine to answer, and \
                      this standby fails over only when the machine looks dead, so every automatic failover \
                      would halt at the fence. Use a fence that works without the machine: {exec_example}. \
-                     Or keep the ssh fence knowingly, with automatic failover only for a primary whose machine \
-                     still answers: accept_no_automatic_failover_when_primary_is_down = true"
+                     Or keep the ssh fence knowingly, a failover of a dead primary then halting at the fence for \
+                     an operator: accept_no_automatic_failover_when_primary_is_down = true"
                 ),
             )),
             crate::fence::FenceKind::Ssh => {
