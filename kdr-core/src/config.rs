@@ -301,6 +301,18 @@ fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
     v.trim().parse().map_err(|_| Error::config(key, format!("{v:?} is not a number")))
 }
 
+/// The config file read when neither `--config` nor `KDR_CONFIG` names one (if it exists).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kdr/kdr.toml";
+
+/// Where both binaries find their configuration file, in order: the `--config` flag, then the
+/// `KDR_CONFIG` environment variable (when not empty), then [`DEFAULT_CONFIG_PATH`] if that file
+/// exists. `None`: no file (a command that needs one says so).
+pub fn find_config_file(flag: Option<&Path>, env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| env.get("KDR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()))
+}
+
 impl Config {
     /// Parses a TOML document; `origin` names it in errors. An unknown top-level section is
     /// [`Error::Config`] with key `"<section> in <origin>"`; an unknown key or a wrong value names
