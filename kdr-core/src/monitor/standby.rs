@@ -750,14 +750,17 @@ mod tests {
         }
         async fn fence(&self, t: &FenceTarget) -> Result<crate::fence::FenceReport> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(crate::fence::FenceReport { method: "count".into(), actions: vec![format!("counted {}", t.name)] })
+            Ok(crate::fence::FenceReport {
+                method: "count".into(),
+                actions: vec![format!("counted {}", t.name)],
+            })
         }
     }
 
     /// The counting fake as the fencer conformance suite sees it: fenced once it counted.
     struct Counted<'a>(&'a CountingFencer, FenceTarget);
 
-    #[async_trait]
+    #[async_trait(?Send)]
     impl crate::testing::conformance::fencer::FenceWorld for Counted<'_> {
         fn target(&self) -> FenceTarget {
             self.1.clone()

@@ -13,12 +13,12 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::control_plane::{InitPlan, InitReport};
 use crate::fence::FenceReport;
-use crate::testing::conformance::NodeView;
-use crate::testing::conformance::control_plane::{self, InitWorld};
-use crate::testing::conformance::fencer::{self, FenceWorld};
 use crate::snapshot::{
     ByteStream, Compression, Encryption, IncompleteSet, PodNames, SnapshotSource, StoredObject,
 };
+use crate::testing::conformance::NodeView;
+use crate::testing::conformance::control_plane::{self, InitWorld};
+use crate::testing::conformance::fencer::{self, FenceWorld};
 
 /// What the fakes did, and where the next crash happens.
 #[derive(Debug, Default)]
@@ -156,7 +156,7 @@ impl FakeNode {
     }
 }
 
-#[async_trait]
+#[async_trait(?Send)]
 impl FenceWorld for FakeNode {
     fn target(&self) -> FenceTarget {
         self.1.clone()
@@ -170,7 +170,7 @@ impl FenceWorld for FakeNode {
     }
 }
 
-#[async_trait]
+#[async_trait(?Send)]
 impl InitWorld for FakeNode {
     fn node(&self) -> String {
         "master-2".into()

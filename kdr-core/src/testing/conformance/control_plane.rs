@@ -37,8 +37,10 @@ use crate::control_plane::{ControlPlaneInit, InitState, JoinCommand, is_bootstra
 use crate::error::Error;
 
 /// The node a [`ControlPlaneInit`] under test acts on, as the test sees it.
-#[async_trait]
-pub trait InitWorld: Send + Sync {
+///
+/// Its futures need not be `Send` (a container fixture's exec is not).
+#[async_trait(?Send)]
+pub trait InitWorld {
     /// The node's name, as errors must name it.
     fn node(&self) -> String;
 
@@ -98,7 +100,11 @@ pub async fn init_once_then_initialized(init: &dyn ControlPlaneInit, world: &dyn
 
 /// A second `init` is [`Error::Refused`] and changes nothing.
 pub async fn init_is_not_idempotent(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
-    assert_ne!(init.state().await.ok(), Some(InitState::NotInitialized), "init_is_not_idempotent runs after an init");
+    assert_ne!(
+        init.state().await.ok(),
+        Some(InitState::NotInitialized),
+        "init_is_not_idempotent runs after an init"
+    );
     refused_and_untouched(init, world).await;
 }
 
@@ -117,7 +123,9 @@ async fn refused_and_untouched(init: &dyn ControlPlaneInit, world: &dyn InitWorl
     let before = world.view().await;
     match init.init().await {
         Err(Error::Refused { .. }) => {}
-        other => panic!("{init:?}: init over an existing control plane must be Error::Refused, got {other:?}"),
+        other => {
+            panic!("{init:?}: init over an existing control plane must be Error::Refused, got {other:?}")
+        }
     }
     assert_eq!(world.view().await, before, "{init:?}: a refused init must change nothing");
 }
@@ -172,15 +180,19 @@ pub async fn a_failed_join_shows_no_token(init: &dyn ControlPlaneInit) -> Error 
     };
     for shown in [err.to_string(), format!("{err:?}"), logs] {
         let found = token_shaped(&shown);
-        assert!(found.is_empty(), "{init:?}: a bootstrap token in an error or a log line: {found:?} in {shown}");
+        assert!(
+            found.is_empty(),
+            "{init:?}: a bootstrap token in an error or a log line: {found:?} in {shown}"
+        );
     }
     err
 }
 
 /// The token inside `join` (only its JoinConfiguration carries it).
 fn token_of(join: &JoinCommand) -> String {
-    let cfg: serde_json::Value = serde_json::from_str(&join.join_configuration("kubeadm.k8s.io/v1beta3", "n"))
-        .expect("JoinConfiguration is JSON");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&join.join_configuration("kubeadm.k8s.io/v1beta3", "n"))
+            .expect("JoinConfiguration is JSON");
     cfg["discovery"]["bootstrapToken"]["token"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -196,7 +208,11 @@ pub fn token_shaped(s: &str) -> Vec<String> {
         }
         let w = &chars[i..i + 23];
         let standing_alone = chars.get(i + 23).is_none_or(|c| !alnum(*c));
-        if w[6] == '.' && w[..6].iter().all(|c| alnum(*c)) && w[7..].iter().all(|c| alnum(*c)) && standing_alone {
+        if w[6] == '.'
+            && w[..6].iter().all(|c| alnum(*c))
+            && w[7..].iter().all(|c| alnum(*c))
+            && standing_alone
+        {
             out.push(w.iter().collect());
         }
     }

@@ -34,8 +34,10 @@ use crate::error::Error;
 use crate::fence::{FenceTarget, Fencer, refuse_fencing_this_host};
 
 /// The target of a fencer under test, as the test sees it.
-#[async_trait]
-pub trait FenceWorld: Send + Sync {
+///
+/// Its futures need not be `Send` (a container fixture's exec is not).
+#[async_trait(?Send)]
+pub trait FenceWorld {
     /// The target the fencer is aimed at.
     fn target(&self) -> FenceTarget;
 
@@ -107,7 +109,11 @@ pub async fn fencing_again_succeeds(fencer: &dyn Fencer, world: &dyn FenceWorld)
     if let Err(e) = fencer.fence(&target).await {
         panic!("{fencer:?}: fencing an already fenced target must succeed again (idempotent): {e}");
     }
-    assert_eq!(world.fenced().await, fenced, "{fencer:?}: a second fence changed whether the target is fenced");
+    assert_eq!(
+        world.fenced().await,
+        fenced,
+        "{fencer:?}: a second fence changed whether the target is fenced"
+    );
 }
 
 /// Every file there `before` still has its content somewhere in `after`: moved aside, never
@@ -132,7 +138,11 @@ pub async fn this_host_is_refused_before_it_acts(
     let base = world.target();
     let this_host = [
         FenceTarget { name: this_node.name.clone(), ..base.clone() },
-        FenceTarget { host: this_node.address.clone(), name: format!("{}-renamed", base.name), ..base.clone() },
+        FenceTarget {
+            host: this_node.address.clone(),
+            name: format!("{}-renamed", base.name),
+            ..base.clone()
+        },
         FenceTarget { host: "127.0.0.1".into(), name: format!("{}-loopback", base.name), ..base.clone() },
         FenceTarget { host: "localhost".into(), name: format!("{}-localhost", base.name), ..base.clone() },
     ];
@@ -166,7 +176,9 @@ pub async fn a_failing_fence_is_an_error(fencer: &dyn Fencer, world: &dyn FenceW
             assert_ne!(*exit_code, Some(0), "a command that exited 0 did not fail: {err:?}");
         }
         Error::Timeout { .. } | Error::Unavailable { .. } => {}
-        other => panic!("{fencer:?}: a failed fence must be CommandFailed, Timeout or Unavailable, got {other:?}"),
+        other => {
+            panic!("{fencer:?}: a failed fence must be CommandFailed, Timeout or Unavailable, got {other:?}")
+        }
     }
     err
 }
@@ -183,7 +195,10 @@ pub async fn a_hanging_fence_times_out_and_stops(
     let started = SystemClock.instant();
     let r = fencer.fence(&target).await;
     let took = SystemClock.instant().duration_since(started);
-    assert!(matches!(r, Err(Error::Timeout { .. })), "{fencer:?}: a hanging fence must be Error::Timeout, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::Timeout { .. })),
+        "{fencer:?}: a hanging fence must be Error::Timeout, got {r:?}"
+    );
     assert!(took <= within, "{fencer:?}: a hanging fence took {took:?}, more than {within:?}");
     // What was under way when the timeout fired may still land; then nothing more may.
     tokio::time::sleep(Duration::from_millis(300)).await;
