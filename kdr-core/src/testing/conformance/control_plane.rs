@@ -62,40 +62,42 @@ pub async fn run_all(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
 
 /// `plan` changes nothing on the node and is the same each time.
 pub async fn plan_changes_nothing(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
+    let who = super::short(init);
     let before = world.view().await;
-    let plan = init.plan().await.unwrap_or_else(|e| panic!("{init:?}: plan failed: {e}"));
-    assert!(!plan.endpoint.is_empty(), "{init:?}: the plan names the endpoint: {plan:?}");
-    assert_eq!(world.view().await, before, "{init:?}: plan must change nothing on the node");
-    assert_eq!(init.plan().await.ok(), Some(plan), "{init:?}: plan must be the same each time");
-    assert_eq!(world.view().await, before, "{init:?}: plan must change nothing on the node");
+    let plan = init.plan().await.unwrap_or_else(|e| panic!("{who}: plan failed: {e}"));
+    assert!(!plan.endpoint.is_empty(), "{who}: the plan names the endpoint: {plan:?}");
+    assert_eq!(world.view().await, before, "{who}: plan must change nothing on the node");
+    assert_eq!(init.plan().await.ok(), Some(plan), "{who}: plan must be the same each time");
+    assert_eq!(world.view().await, before, "{who}: plan must change nothing on the node");
 }
 
 /// On a fresh node: `NotInitialized`; `init` succeeds as planned, deletes nothing; then
 /// `Initialized`.
 pub async fn init_once_then_initialized(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
-    let state = init.state().await.unwrap_or_else(|e| panic!("{init:?}: state failed: {e}"));
+    let who = super::short(init);
+    let state = init.state().await.unwrap_or_else(|e| panic!("{who}: state failed: {e}"));
     assert_eq!(state, InitState::NotInitialized, "run_all needs a node without a control plane");
-    let plan = init.plan().await.unwrap_or_else(|e| panic!("{init:?}: plan failed: {e}"));
+    let plan = init.plan().await.unwrap_or_else(|e| panic!("{who}: plan failed: {e}"));
     let before = world.view().await;
-    let report = init.init().await.unwrap_or_else(|e| panic!("{init:?}: init on a fresh node failed: {e}"));
-    assert_eq!(report.endpoint, plan.endpoint, "{init:?}: init's endpoint must be the one planned");
+    let report = init.init().await.unwrap_or_else(|e| panic!("{who}: init on a fresh node failed: {e}"));
+    assert_eq!(report.endpoint, plan.endpoint, "{who}: init's endpoint must be the one planned");
     for c in &report.commands {
         assert!(
             plan.commands.iter().any(|p| p.starts_with(c.as_str())),
-            "{init:?}: init ran `{c}`, which the plan did not show: {:?}",
+            "{who}: init ran `{c}`, which the plan did not show: {:?}",
             plan.commands
         );
     }
     let after = world.view().await;
     let lost = before.lost_in(&after);
-    assert!(lost.is_empty(), "{init:?}: init must never delete anything; gone: {lost:?}");
+    assert!(lost.is_empty(), "{who}: init must never delete anything; gone: {lost:?}");
     assert!(
         !after.calls.iter().any(|c| c.contains("reset")),
-        "{init:?}: init must never reset the node (it deletes the restored etcd data): {:?}",
+        "{who}: init must never reset the node (it deletes the restored etcd data): {:?}",
         after.calls
     );
-    let state = init.state().await.unwrap_or_else(|e| panic!("{init:?}: state failed: {e}"));
-    assert_eq!(state, InitState::Initialized, "{init:?}: after init the node runs a control plane");
+    let state = init.state().await.unwrap_or_else(|e| panic!("{who}: state failed: {e}"));
+    assert_eq!(state, InitState::Initialized, "{who}: after init the node runs a control plane");
 }
 
 /// A second `init` is [`Error::Refused`] and changes nothing.
@@ -111,38 +113,41 @@ pub async fn init_is_not_idempotent(init: &dyn ControlPlaneInit, world: &dyn Ini
 /// On a node that already has some control-plane files (prepared by the caller): `state` is not
 /// `NotInitialized`, and `init` is [`Error::Refused`] and changes nothing.
 pub async fn init_refuses_over_existing_files(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
-    let state = init.state().await.unwrap_or_else(|e| panic!("{init:?}: state failed: {e}"));
+    let who = super::short(init);
+    let state = init.state().await.unwrap_or_else(|e| panic!("{who}: state failed: {e}"));
     assert!(
         matches!(state, InitState::Partial { .. } | InitState::Initialized),
-        "{init:?}: a node with control-plane files is not NotInitialized: {state:?}"
+        "{who}: a node with control-plane files is not NotInitialized: {state:?}"
     );
     refused_and_untouched(init, world).await;
 }
 
 async fn refused_and_untouched(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
+    let who = super::short(init);
     let before = world.view().await;
     match init.init().await {
         Err(Error::Refused { .. }) => {}
         other => {
-            panic!("{init:?}: init over an existing control plane must be Error::Refused, got {other:?}")
+            panic!("{who}: init over an existing control plane must be Error::Refused, got {other:?}")
         }
     }
-    assert_eq!(world.view().await, before, "{init:?}: a refused init must change nothing");
+    assert_eq!(world.view().await, before, "{who}: a refused init must change nothing");
 }
 
 /// A command on the node that fails (the caller made one fail) is [`Error::CommandFailed`]
 /// naming the node and the command.
 pub async fn a_failing_command_is_command_failed(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
+    let who = super::short(init);
     let node = world.node();
     let e = match init.init().await {
-        Ok(r) => panic!("{init:?}: init was made to fail, got {r:?}"),
+        Ok(r) => panic!("{who}: init was made to fail, got {r:?}"),
         Err(e) => e,
     };
     let Error::CommandFailed { host, command, exit_code, .. } = &e else {
-        panic!("{init:?}: a failing command must be Error::CommandFailed, got {e:?}")
+        panic!("{who}: a failing command must be Error::CommandFailed, got {e:?}")
     };
-    assert_eq!(host, &node, "{init:?}: CommandFailed must name the node: {e}");
-    assert!(!command.trim().is_empty(), "{init:?}: CommandFailed must name the command: {e}");
+    assert_eq!(host, &node, "{who}: CommandFailed must name the node: {e}");
+    assert!(!command.trim().is_empty(), "{who}: CommandFailed must name the command: {e}");
     assert_ne!(*exit_code, Some(0), "{e}");
     let shown = e.to_string();
     assert!(shown.contains(&node) && shown.contains(command.as_str()), "{shown}");
@@ -151,21 +156,22 @@ pub async fn a_failing_command_is_command_failed(init: &dyn ControlPlaneInit, wo
 /// Two join commands, each with a fresh well-formed token whose secret half is nowhere it may
 /// not be.
 pub async fn join_command_keeps_the_token_secret(init: &dyn ControlPlaneInit, world: &dyn InitWorld) {
+    let who = super::short(init);
     let (first, logs) = capture_logs(init.join_command()).await;
-    let first = first.unwrap_or_else(|e| panic!("{init:?}: join_command failed: {e}"));
+    let first = first.unwrap_or_else(|e| panic!("{who}: join_command failed: {e}"));
     let (second, more) = capture_logs(init.join_command()).await;
-    let second = second.unwrap_or_else(|e| panic!("{init:?}: join_command failed: {e}"));
+    let second = second.unwrap_or_else(|e| panic!("{who}: join_command failed: {e}"));
     let (a, b) = (token_of(&first), token_of(&second));
-    assert!(is_bootstrap_token(&a) && is_bootstrap_token(&b), "{init:?}: malformed bootstrap tokens");
-    assert_ne!(a, b, "{init:?}: each join_command must create a new token");
+    assert!(is_bootstrap_token(&a) && is_bootstrap_token(&b), "{who}: malformed bootstrap tokens");
+    assert_ne!(a, b, "{who}: each join_command must create a new token");
     let lines = world.command_lines().await;
     for (join, token) in [(&first, &a), (&second, &b)] {
         let secret = token.split_once('.').map(|(_, s)| s).unwrap_or(token);
-        assert!(!format!("{join:?}").contains(secret), "{init:?}: JoinCommand's Debug shows the token");
-        assert!(!join.redacted().contains(secret), "{init:?}: JoinCommand::redacted shows the token");
-        assert!(!logs.contains(secret) && !more.contains(secret), "{init:?}: a log line shows the token");
+        assert!(!format!("{join:?}").contains(secret), "{who}: JoinCommand's Debug shows the token");
+        assert!(!join.redacted().contains(secret), "{who}: JoinCommand::redacted shows the token");
+        assert!(!logs.contains(secret) && !more.contains(secret), "{who}: a log line shows the token");
         if let Some(l) = lines.iter().find(|l| l.contains(secret)) {
-            panic!("{init:?}: the token was on a command line: {l}");
+            panic!("{who}: the token was on a command line: {l}");
         }
     }
 }
@@ -173,17 +179,15 @@ pub async fn join_command_keeps_the_token_secret(init: &dyn ControlPlaneInit, wo
 /// A `join_command` that fails (the caller made it fail) shows no token-shaped string in its
 /// error or in the logs emitted while it ran.
 pub async fn a_failed_join_shows_no_token(init: &dyn ControlPlaneInit) -> Error {
+    let who = super::short(init);
     let (r, logs) = capture_logs(init.join_command()).await;
     let err = match r {
-        Ok(j) => panic!("{init:?}: join_command was made to fail, got {j:?}"),
+        Ok(j) => panic!("{who}: join_command was made to fail, got {j:?}"),
         Err(e) => e,
     };
     for shown in [err.to_string(), format!("{err:?}"), logs] {
         let found = token_shaped(&shown);
-        assert!(
-            found.is_empty(),
-            "{init:?}: a bootstrap token in an error or a log line: {found:?} in {shown}"
-        );
+        assert!(found.is_empty(), "{who}: a bootstrap token in an error or a log line: {found:?} in {shown}");
     }
     err
 }
@@ -303,7 +307,7 @@ mod tests {
     fn token_shaped_finds_tokens_standing_alone_only() {
         let t = "abcdef.0123456789abcdef";
         assert_eq!(token_shaped(&format!("--token {t} x")), [t]);
-        assert_eq!(token_shaped(&format!("{t}")), [t]);
+        assert_eq!(token_shaped(t), [t]);
         assert!(token_shaped(&format!("x{t}")).is_empty());
         assert!(token_shaped(&format!("{t}0")).is_empty());
         assert!(token_shaped("abcdef.<redacted> sha256:0123456789abcdef0123").is_empty());

@@ -64,56 +64,55 @@ pub async fn run_all(fencer: &dyn Fencer, world: &dyn FenceWorld, this_node: &No
 
 /// `plan` names the target, is stable, and changes nothing on it.
 pub async fn plan_names_the_target_and_changes_nothing(fencer: &dyn Fencer, world: &dyn FenceWorld) {
+    let who = super::short(fencer);
     let target = world.target();
     let before = world.view().await;
     let plan = fencer.plan(&target);
-    assert!(!plan.is_empty(), "{fencer:?}: plan must say what fence would do");
-    assert!(plan.iter().all(|l| !l.trim().is_empty()), "{fencer:?}: an empty plan line: {plan:?}");
+    assert!(!plan.is_empty(), "{who}: plan must say what fence would do");
+    assert!(plan.iter().all(|l| !l.trim().is_empty()), "{who}: an empty plan line: {plan:?}");
     assert!(
         plan.iter().any(|l| l.contains(&target.name) || l.contains(&target.host)),
-        "{fencer:?}: the plan must name the target {} ({}): {plan:?}",
+        "{who}: the plan must name the target {} ({}): {plan:?}",
         target.name,
         target.host
     );
-    assert_eq!(fencer.plan(&target), plan, "{fencer:?}: plan must be the same each time");
-    assert_eq!(world.view().await, before, "{fencer:?}: plan must change nothing on the target");
-    assert!(!world.fenced().await, "{fencer:?}: plan must not fence");
+    assert_eq!(fencer.plan(&target), plan, "{who}: plan must be the same each time");
+    assert_eq!(world.view().await, before, "{who}: plan must change nothing on the target");
+    assert!(!world.fenced().await, "{who}: plan must not fence");
 }
 
 /// `fence` returns `Ok` with a report; the target is fenced if the fencer acts on it, untouched
 /// if it does not.
 pub async fn fence_reports_and_fences(fencer: &dyn Fencer, world: &dyn FenceWorld) {
+    let who = super::short(fencer);
     let target = world.target();
     let before = world.view().await;
     let report = match fencer.fence(&target).await {
         Ok(r) => r,
-        Err(e) => panic!("{fencer:?}: fencing a reachable target failed: {e}"),
+        Err(e) => panic!("{who}: fencing a reachable target failed: {e}"),
     };
-    assert!(!report.method.trim().is_empty(), "{fencer:?}: the report must name the method: {report:?}");
+    assert!(!report.method.trim().is_empty(), "{who}: the report must name the method: {report:?}");
     assert!(
         !report.actions.is_empty() && report.actions.iter().all(|a| !a.trim().is_empty()),
-        "{fencer:?}: the report must say what the fence did, one line each: {report:?}"
+        "{who}: the report must say what the fence did, one line each: {report:?}"
     );
     if fencer.acts_on_target() {
-        assert!(world.fenced().await, "{fencer:?}: Ok, but the target is not fenced: {report:?}");
+        assert!(world.fenced().await, "{who}: Ok, but the target is not fenced: {report:?}");
     } else {
-        assert_eq!(world.view().await, before, "{fencer:?} says it does not act, yet the target changed");
-        assert!(!world.fenced().await, "{fencer:?} says it does not act, yet the target is fenced");
+        assert_eq!(world.view().await, before, "{who} says it does not act, yet the target changed");
+        assert!(!world.fenced().await, "{who} says it does not act, yet the target is fenced");
     }
 }
 
 /// Fencing an already fenced target succeeds again, and it stays fenced.
 pub async fn fencing_again_succeeds(fencer: &dyn Fencer, world: &dyn FenceWorld) {
+    let who = super::short(fencer);
     let target = world.target();
     let fenced = world.fenced().await;
     if let Err(e) = fencer.fence(&target).await {
-        panic!("{fencer:?}: fencing an already fenced target must succeed again (idempotent): {e}");
+        panic!("{who}: fencing an already fenced target must succeed again (idempotent): {e}");
     }
-    assert_eq!(
-        world.fenced().await,
-        fenced,
-        "{fencer:?}: a second fence changed whether the target is fenced"
-    );
+    assert_eq!(world.fenced().await, fenced, "{who}: a second fence changed whether the target is fenced");
 }
 
 /// Every file there `before` still has its content somewhere in `after`: moved aside, never
@@ -132,6 +131,7 @@ pub async fn this_host_is_refused_before_it_acts(
     world: &dyn FenceWorld,
     this_node: &NodeIdentity,
 ) {
+    let who = super::short(fencer);
     if !fencer.acts_on_target() {
         return;
     }
@@ -153,7 +153,7 @@ pub async fn this_host_is_refused_before_it_acts(
                 "the refusal must name the target and the epoch: {reason}"
             ),
             other => panic!(
-                "{fencer:?} acts on its target, so fencing {} ({}) from {this_node:?} must be refused, got \
+                "{who} acts on its target, so fencing {} ({}) from {this_node:?} must be refused, got \
                  {other:?}",
                 t.name, t.host
             ),
@@ -165,9 +165,10 @@ pub async fn this_host_is_refused_before_it_acts(
 /// error of a documented variant, never `Ok`: a failed fence means no promotion. Returns the
 /// error for the caller's own checks.
 pub async fn a_failing_fence_is_an_error(fencer: &dyn Fencer, world: &dyn FenceWorld) -> Error {
+    let who = super::short(fencer);
     let target = world.target();
     let err = match fencer.fence(&target).await {
-        Ok(r) => panic!("{fencer:?}: a fence that failed must not be Ok: {r:?}"),
+        Ok(r) => panic!("{who}: a fence that failed must not be Ok: {r:?}"),
         Err(e) => e,
     };
     match &err {
@@ -177,7 +178,7 @@ pub async fn a_failing_fence_is_an_error(fencer: &dyn Fencer, world: &dyn FenceW
         }
         Error::Timeout { .. } | Error::Unavailable { .. } => {}
         other => {
-            panic!("{fencer:?}: a failed fence must be CommandFailed, Timeout or Unavailable, got {other:?}")
+            panic!("{who}: a failed fence must be CommandFailed, Timeout or Unavailable, got {other:?}")
         }
     }
     err
@@ -191,27 +192,29 @@ pub async fn a_hanging_fence_times_out_and_stops(
     within: Duration,
     quiet: Duration,
 ) {
+    let who = super::short(fencer);
     let target = world.target();
     let started = SystemClock.instant();
     let r = fencer.fence(&target).await;
     let took = SystemClock.instant().duration_since(started);
     assert!(
         matches!(r, Err(Error::Timeout { .. })),
-        "{fencer:?}: a hanging fence must be Error::Timeout, got {r:?}"
+        "{who}: a hanging fence must be Error::Timeout, got {r:?}"
     );
-    assert!(took <= within, "{fencer:?}: a hanging fence took {took:?}, more than {within:?}");
+    assert!(took <= within, "{who}: a hanging fence took {took:?}, more than {within:?}");
     // What was under way when the timeout fired may still land; then nothing more may.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = world.view().await;
     tokio::time::sleep(quiet).await;
-    assert_eq!(world.view().await, after, "{fencer:?}: the fence kept acting after it timed out");
+    assert_eq!(world.view().await, after, "{who}: the fence kept acting after it timed out");
 }
 
 /// A target that cannot be reached is [`Error::Unavailable`] (or [`Error::Timeout`] for a
 /// connection that hangs), never `Ok`.
 pub async fn an_unreachable_target_is_unavailable(fencer: &dyn Fencer, target: &FenceTarget) {
+    let who = super::short(fencer);
     match fencer.fence(target).await {
         Err(Error::Unavailable { .. } | Error::Timeout { .. }) => {}
-        other => panic!("{fencer:?}: an unreachable target must be Unavailable or Timeout, got {other:?}"),
+        other => panic!("{who}: an unreachable target must be Unavailable or Timeout, got {other:?}"),
     }
 }

@@ -33,3 +33,10 @@ impl NodeView {
             .collect()
     }
 }
+
+/// The type name at the head of `x`'s `Debug` (`KubeadmInit`, `SshFencer`): what panics name,
+/// without the implementation's whole state.
+pub(crate) fn short(x: &dyn std::fmt::Debug) -> String {
+    let shown = format!("{x:?}");
+    shown.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or_default().to_owned()
+}
