@@ -7,8 +7,8 @@
 //! - `NoFence`;
 //! - `KubeadmInit` over SSH on a real sshd node carrying `tests/promotion`'s kubeadm stand-in
 //!   (it writes what `kubeadm init` writes and prints a join command with the token it got on
-//!   stdin), then a partly initialised node, a failing `kubeadm`, and a `kubeadm token create`
-//!   that fails or prints no join command.
+//!   stdin), its same-host mode (plan and join), then a partly initialised node, a failing
+//!   `kubeadm`, and a `kubeadm token create` that fails or prints no join command.
 //!
 //! The sshd tests need Docker and the local `kdr-test/node:bookworm` image (`make test` builds
 //! it).
@@ -344,6 +344,14 @@ async fn kubeadm_init_passes_the_conformance_suite_over_ssh_with_the_stand_in() 
         1,
         "kubeadm init ran once: {calls:?}"
     );
+
+    // Same-host mode (seeds 001/004: kubelet restarted on the restored manifests, no kubeadm
+    // init, so no refusal to check): its plan changes nothing and its join keeps the token secret.
+    let same = NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() };
+    let same_host =
+        KubeadmInit::new(KubeadmSettings::default(), same.clone(), same, tap.clone()).same_host(true);
+    control_plane::plan_changes_nothing(&same_host, &world).await;
+    control_plane::join_command_keeps_the_token_secret(&same_host, &world).await;
 
     // Partly initialised (an interrupted init, leftovers): refused, nothing run.
     node.exec("mkdir -p /root/aside && mv /etc/kubernetes/manifests/etcd.yaml /root/aside/").await.unwrap();
