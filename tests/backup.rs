@@ -18,7 +18,8 @@ use kdr_core::backup::bundle::{
 use kdr_core::backup::etcd_source::{EtcdSourceOptions, EtcdTlsFiles};
 use kdr_core::backup::{BackupOptions, NoProgress, Progress, backup};
 use kdr_core::clock::SystemClock;
-use kdr_core::snapshot::codec::{EncodeOptions, EncryptionKey};
+use kdr_core::snapshot::codec::EncodeOptions;
+use kdr_core::snapshot::keys::EncryptionKey;
 use kdr_core::snapshot::verify::{download, verify};
 use kdr_core::snapshot::{
     Compression, MAX_POD_NAMES, ObjectKind, ObjectStoreSnapshotStore, PodNames, SnapshotStore, StoreOptions,

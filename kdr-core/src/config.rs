@@ -46,7 +46,8 @@ use crate::backup::etcd_source::{
     DEFAULT_SNAPSHOT_IDLE_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT, EtcdSourceOptions, EtcdTlsFiles,
 };
 use crate::error::{Error, Result};
-use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions, EncryptionKey};
+use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions};
+use crate::snapshot::keys::EncryptionKey;
 use crate::snapshot::retention::RetentionPolicy;
 use crate::snapshot::{Compression, StoreOptions};
 

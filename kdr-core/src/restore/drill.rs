@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::etcd::local::{LocalEtcd, LocalEtcdOptions};
 use crate::etcd::{EtcdRestorer, RestorePlan, RestoreSpec};
-use crate::snapshot::codec::EncryptionKey;
+use crate::snapshot::keys::EncryptionKey;
 use crate::snapshot::{SnapshotId, SnapshotStore};
 
 /// The member name of a drill's throwaway etcd.

@@ -8,7 +8,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::codec::{self, EncryptionKey};
+use super::codec;
+use super::keys::{self, EncryptionKey};
 use super::trailer::TrailerHasher;
 use super::{ByteStream, Encryption, Manifest, ObjectEntry, ObjectKind, SnapshotStore};
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ pub async fn verify(
 ) -> Result<VerifyReport> {
     let decoded = manifest.encryption == Encryption::None || key.is_some();
     if decoded {
-        codec::check_key(&manifest.encryption, key)?;
+        keys::check_key(&manifest.encryption, key)?;
     }
     let mut objects = Vec::new();
     for entry in &manifest.objects {
@@ -205,7 +206,7 @@ pub async fn download_with_progress(
         return Err(Error::AlreadyExists { what: format!("download destination {}", dest.display()) });
     }
     if !as_stored {
-        codec::check_key(&manifest.encryption, key)?;
+        keys::check_key(&manifest.encryption, key)?;
     }
     let stored = store.get_object(&manifest.id, &entry.name).await?;
     let mut stream: ByteStream = if as_stored {
