@@ -64,13 +64,13 @@ pub struct KubeadmSettings {
     /// Where the admin kubeconfig is installed for kubectl (mode 0600).
     pub admin_kubeconfig: PathBuf,
     /// How long `kubeadm init` (or, on the same host, the API server's return) may take.
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub init_timeout: Duration,
     /// How long each other command may take.
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub command_timeout: Duration,
     /// How long the workers' bootstrap token stays valid.
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub join_token_ttl: Duration,
 }
 

@@ -12,10 +12,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-pub use crate::workers::JoinCommand;
 
+mod join;
 pub mod kubeadm;
 pub mod kubeadm_config;
+
+pub use join::JoinCommand;
 
 pub use kubeadm::{KubeadmInit, KubeadmSettings};
 pub use kubeadm_config::{DeriveInput, DerivedConfig, EndpointPolicy, derive_kubeadm_config};

@@ -181,7 +181,7 @@ pub async fn download(
     dest: &Path,
     as_stored: bool,
 ) -> Result<u64> {
-    download_with_progress(store, manifest, kind, key, dest, as_stored, &crate::backup::NoProgress).await
+    download_with_progress(store, manifest, kind, key, dest, as_stored, &crate::progress::NoProgress).await
 }
 
 /// Downloads object `kind` of a set to `dest`: decoded (decrypted and decompressed, e.g. an
@@ -196,7 +196,7 @@ pub async fn download_with_progress(
     key: Option<&EncryptionKey>,
     dest: &Path,
     as_stored: bool,
-    progress: &dyn crate::backup::Progress,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<u64> {
     let entry = manifest.object(kind).ok_or_else(|| Error::NotFound {
         what: format!("{kind:?} object in backup set {}", manifest.id),
