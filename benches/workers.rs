@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kdr_core::clock::{Clock, SystemClock};
+use kdr_core::control_plane::JoinCommand;
 use kdr_core::remote::{CommandOutput, NodeRemote, RemoteCommand, SshConfig, SshNodeRemote};
 use kdr_core::testing::containers::SshNodeContainer;
 use kdr_core::workers::{
-    JoinCommand, NodeReadiness, NodeState, RecoveryMode, RecoveryPlan, WorkerRecoveryConfig, WorkerTarget,
-    recover_workers,
+    NodeReadiness, NodeState, RecoveryMode, RecoveryPlan, WorkerRecoveryConfig, WorkerTarget, recover_workers,
 };
 
 /// Puts a worker back in its pre-recovery state (outside the timed part).

@@ -15,10 +15,11 @@ use kdr_core::Error;
 use kdr_core::backup::bundle::{
     BundleOptions, BundleSpec, KUBEADM_CONFIG_BUNDLE_PATH, KUBEADM_CONFIG_ETCD_KEY,
 };
-use kdr_core::backup::etcd_source::{EtcdSourceOptions, EtcdTlsFiles};
 use kdr_core::backup::{BackupOptions, NoProgress, Progress, backup};
 use kdr_core::clock::SystemClock;
-use kdr_core::snapshot::codec::{EncodeOptions, EncryptionKey};
+use kdr_core::etcd::client::{EtcdSourceOptions, EtcdTlsFiles};
+use kdr_core::snapshot::codec::EncodeOptions;
+use kdr_core::snapshot::keys::EncryptionKey;
 use kdr_core::snapshot::verify::{download, verify};
 use kdr_core::snapshot::{
     Compression, MAX_POD_NAMES, ObjectKind, ObjectStoreSnapshotStore, PodNames, SnapshotStore, StoreOptions,
@@ -579,7 +580,7 @@ async fn store_dying_mid_upload_fails_and_commits_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_inventory_skip_scan_matches_a_full_listing_on_3_5_and_3_4() {
-    use kdr_core::backup::etcd_source::{EtcdSource, resource_of};
+    use kdr_core::etcd::client::{EtcdSource, resource_of};
     for version in [EtcdVersion::V3_5_16, EtcdVersion::V3_4_23] {
         let etcd = EtcdContainer::start(version).await.unwrap();
         let mut client = etcd.client().await.unwrap();
@@ -630,7 +631,7 @@ async fn key_inventory_skip_scan_matches_a_full_listing_on_3_5_and_3_4() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_names_page_through_more_than_one_range_and_stop_at_the_cap() {
     use etcd_client::{Txn, TxnOp};
-    use kdr_core::backup::etcd_source::EtcdSource;
+    use kdr_core::etcd::client::EtcdSource;
     let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
     let mut client = etcd.client().await.unwrap();
     // More pods than one page of the listing (1000), in etcd's 128-operation transactions.

@@ -14,7 +14,7 @@ use kdr_core::clock::SystemClock;
 use kdr_core::etcd::local::{LocalEtcd, LocalEtcdOptions};
 use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
 use kdr_core::restore::{BundleMode, BundleTarget, DrillOptions, Restore, RestoreOptions, SetSelector};
-use kdr_core::snapshot::codec::EncryptionKey;
+use kdr_core::snapshot::keys::EncryptionKey;
 use kdr_core::snapshot::{Manifest, ObjectKind, ObjectStoreSnapshotStore};
 use kdr_core::testing::containers::{EtcdContainer, EtcdVersion, S3Container};
 

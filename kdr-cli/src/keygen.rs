@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use kdr_core::clock::{Clock, SystemClock};
-use kdr_core::snapshot::codec::EncryptionKey;
+use kdr_core::snapshot::keys::EncryptionKey;
 
 use crate::common::{GlobalArgs, Output, print_json};
 

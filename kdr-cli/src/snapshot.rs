@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use kdr_core::clock::{Clock, SystemClock};
 use kdr_core::config::Config;
-use kdr_core::snapshot::codec::EncryptionKey;
+use kdr_core::snapshot::keys::EncryptionKey;
 use kdr_core::snapshot::{Encryption, Manifest, ObjectKind, SnapshotId, SnapshotStore, retention, verify};
 
 use crate::common::{self, GlobalArgs, Output, human_bytes, print_json, print_table};

@@ -7,9 +7,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use kdr_core::backup::bundle::{BundleOptions, BundleSpec};
-use kdr_core::backup::etcd_source::EtcdSourceOptions;
 use kdr_core::backup::{BackupOptions, NoProgress, backup};
 use kdr_core::clock::SystemClock;
+use kdr_core::etcd::client::EtcdSourceOptions;
 use kdr_core::failover::{FileStateStore, Latch, PersistedState, StateStore};
 use kdr_core::runbook::{Claim, ClaimStore};
 use kdr_core::snapshot::ObjectStoreSnapshotStore;

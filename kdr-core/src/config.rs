@@ -42,11 +42,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::bundle::{BundleOptions, BundleSpec, KUBERNETES_DIR};
-use crate::backup::etcd_source::{
+use crate::error::{Error, Result};
+use crate::etcd::client::{
     DEFAULT_SNAPSHOT_IDLE_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT, EtcdSourceOptions, EtcdTlsFiles,
 };
-use crate::error::{Error, Result};
-use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions, EncryptionKey};
+use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions};
+use crate::snapshot::keys::EncryptionKey;
 use crate::snapshot::retention::RetentionPolicy;
 use crate::snapshot::{Compression, StoreOptions};
 

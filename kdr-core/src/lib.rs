@@ -14,7 +14,7 @@
 //! | --- | --- | --- |
 //! | [`backup`] | (entry point [`backup::backup`]) | one-pass etcd snapshot + bundle + manifest pipeline |
 //! | [`snapshot`] | [`snapshot::SnapshotStore`] | `ObjectStoreSnapshotStore` (S3, GCS, Azure, local files, memory) |
-//! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd |
+//! | [`etcd`] | [`etcd::EtcdRestorer`] | [`etcd::EtcdutlRestorer`] (etcdutl, or etcdctl for 3.4); [`etcd::local::LocalEtcd`], a throwaway etcd; [`etcd::client::EtcdSource`], reading one member (status, key inventory, snapshot stream) |
 //! | [`control_plane`] | [`control_plane::ControlPlaneInit`] | [`control_plane::KubeadmInit`] (kubeadm init with a configuration derived from the backed-up ClusterConfiguration) |
 //! | [`fence`] | [`fence::Fencer`] | [`fence::ExecFencer`] (IPMI/cloud hook), [`fence::SshFencer`]; [`fence::NoFence`] only by a loud opt-in |
 //! | [`remote`] | [`remote::NodeRemote`] | [`remote::SshNodeRemote`] (russh), [`remote::LocalNodeRemote`] |
@@ -29,10 +29,14 @@
 //! `kdr-monitor`'s service (scheduled backups and drills, self-fence guard, detector loop and
 //! promotion, metrics).
 //!
-//! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
-//! of reading the system clock. Every local child process is started through a crate-private
-//! `process` module: in its own process group, which a timeout or cancellation kills whole.
-//! [`shutdown`] is the signal both binaries stop on.
+//! The ground floor, which every module above may use and which uses none of them: [`error`]
+//! holds the one public [`Error`]; [`clock`] the injected time that logic uses instead of reading
+//! the system clock; [`progress`] the progress reports of long transfers. Every local child
+//! process is started through a crate-private `process` module: in its own process group, which
+//! a timeout or cancellation kills whole; the crate-private `command` module runs an operator's
+//! program (hooks, alerts, the exec fence, the promote command) that way, and `serde_duration`
+//! reads and writes every configuration's durations. [`shutdown`] is the signal both binaries stop
+//! on.
 //!
 //! # Features
 //! | feature | what it adds |
@@ -45,6 +49,7 @@
 
 pub mod backup;
 pub mod clock;
+mod command;
 pub mod config;
 pub mod control_plane;
 pub mod error;
@@ -54,9 +59,11 @@ pub mod fence;
 pub mod health;
 pub mod monitor;
 mod process;
+pub mod progress;
 pub mod remote;
 pub mod restore;
 pub mod runbook;
+mod serde_duration;
 pub mod shutdown;
 pub mod snapshot;
 pub mod workers;

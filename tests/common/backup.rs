@@ -3,10 +3,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kdr_core::backup::bundle::{BundleOptions, BundleSpec};
-use kdr_core::backup::etcd_source::EtcdSourceOptions;
 use kdr_core::backup::{BackupOptions, NoProgress, backup};
 use kdr_core::clock::SystemClock;
-use kdr_core::snapshot::codec::{EncodeOptions, EncryptionKey};
+use kdr_core::etcd::client::EtcdSourceOptions;
+use kdr_core::snapshot::codec::EncodeOptions;
+use kdr_core::snapshot::keys::EncryptionKey;
 use kdr_core::snapshot::{Manifest, SnapshotStore};
 use kdr_core::testing::containers::EtcdContainer;
 

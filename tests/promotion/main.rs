@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use kdr_core::Error;
 use kdr_core::clock::SystemClock;
+use kdr_core::control_plane::JoinCommand;
 use kdr_core::remote::{HostKeyPolicy, NodeRemote, RemoteCommand, SshConfig, SshNodeRemote, SshTarget};
 use kdr_core::testing::conformance::node_remote;
 use kdr_core::testing::containers::SshNodeContainer;
 use kdr_core::workers::{
-    JoinCommand, KubectlReadiness, NodeReadiness, NodeState, RecoveryMode, RecoveryPlan,
-    WorkerRecoveryConfig, WorkerTarget, recover_workers,
+    KubectlReadiness, NodeReadiness, NodeState, RecoveryMode, RecoveryPlan, WorkerRecoveryConfig,
+    WorkerTarget, recover_workers,
 };
 
 const TOKEN: &str = "abcdef.0123456789abcdef";

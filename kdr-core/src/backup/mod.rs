@@ -11,7 +11,6 @@
 //! (best effort; prune sweeps anything left) and returns the error: a set without a manifest is
 //! never listed.
 pub mod bundle;
-pub mod etcd_source;
 
 use std::sync::Arc;
 
@@ -19,14 +18,17 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use self::bundle::{BundleOptions, BundleSpec, KUBEADM_CONFIG_ETCD_KEY};
-use self::etcd_source::{EtcdSource, EtcdSourceOptions};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::etcd::client::{EtcdSource, EtcdSourceOptions};
 use crate::snapshot::codec::{self, EncodeOptions};
 use crate::snapshot::{
     MANIFEST_SCHEMA_VERSION, MAX_POD_NAMES, Manifest, ObjectEntry, ObjectKind, PodNames, SnapshotId,
     SnapshotSource, SnapshotStore,
 };
+
+/// The backup reports to a [`Progress`]; it lives in [`crate::progress`], which downloads use too.
+pub use crate::progress::{NoProgress, Progress};
 
 /// Everything a backup needs besides the store.
 #[derive(Clone, Debug)]
@@ -39,26 +41,6 @@ pub struct BackupOptions {
     pub bundle: BundleOptions,
     /// Compression and encryption.
     pub encode: EncodeOptions,
-}
-
-/// Progress of the snapshot transfer, e.g. a progress bar. Calls are cheap and frequent.
-pub trait Progress: Send + Sync {
-    /// The expected size (etcd's reported db size).
-    fn start(&self, total: u64);
-    /// `bytes` more raw bytes were read from etcd.
-    fn advance(&self, bytes: u64);
-    /// The transfer is done (successfully or not).
-    fn finish(&self);
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&self, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self) {}
 }
 
 /// Ends `stream` with [`Error::Cancelled`] as soon as `cancel` fires (checked between chunks and

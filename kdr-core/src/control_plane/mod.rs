@@ -4,7 +4,7 @@
 //! The promotion runbook calls it after the restore step has put the restored etcd data dir and
 //! the cluster's identity (CA, service-account keys, encryption config) in place. On a new host
 //! it runs `kubeadm init` with a configuration derived from the backed-up ClusterConfiguration
-//! (see [`kubeadm::derive_kubeadm_config`]); on the same host it restarts kubelet on the restored
+//! (see [`kubeadm_config::derive_kubeadm_config`]); on the same host it restarts kubelet on the restored
 //! manifests.
 use std::fmt;
 
@@ -12,13 +12,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-pub use crate::workers::JoinCommand;
 
+mod join;
 pub mod kubeadm;
+pub mod kubeadm_config;
 
-pub use kubeadm::{
-    DeriveInput, DerivedConfig, EndpointPolicy, KubeadmInit, KubeadmSettings, derive_kubeadm_config,
-};
+pub use join::JoinCommand;
+
+pub use kubeadm::{KubeadmInit, KubeadmSettings};
+pub use kubeadm_config::{DeriveInput, DerivedConfig, EndpointPolicy, derive_kubeadm_config};
 
 /// A node as the runbook names it: its Kubernetes node name and the address others reach it at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

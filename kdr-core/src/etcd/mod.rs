@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod client;
 pub mod etcdutl;
 pub mod local;
 

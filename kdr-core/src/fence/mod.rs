@@ -249,12 +249,12 @@ pub struct FenceSettings {
     /// `KDR_EPOCH` in its environment and must exit 0 only once the node is off.
     pub command: Vec<String>,
     /// For `exec`: how long the hook may run.
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub timeout: Duration,
     /// For `ssh`: the old primary's static pod manifest dir.
     pub manifests_dir: PathBuf,
     /// For `ssh`: how long the control-plane pods may take to stop.
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub stop_timeout: Duration,
     /// For `none`: must be `true`, acknowledging that an old primary that is alive will go on
     /// serving next to the new one.

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::config::{AlertsConfig, redact_url};
 use super::metrics::Metrics;
+use crate::command::run_argv;
 use crate::error::{Error, Result};
-use crate::fence::exec::run_argv;
 
 /// One alert.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

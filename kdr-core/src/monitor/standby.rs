@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use super::control;
 use super::metrics::{OutcomeLabel, ProbeLabels, VerdictLabel};
 use super::{DetectorStatus, Shared, stopped};
+use crate::command::run_argv;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::failover::trace::{TraceConfig, TraceEvent, TraceFencing, TraceRecorder};
@@ -31,7 +32,6 @@ use crate::failover::{
     Action, CommandKind, DetectorConfig, FailoverDetector, Fencing, FileStateStore, Input, Latch,
     Observation, Outcome, SeedRulePolicy, State, StateStore, WitnessVerdict,
 };
-use crate::fence::exec::run_argv;
 use crate::fence::{ExecFencer, FenceTarget, Fencer};
 use crate::health::{
     ApiServerProbe, HealthProbe, IcmpProbe, ProbeResult, ProbeRole, ProbeStatus, SelfProbe, TcpProbe,

@@ -84,13 +84,13 @@ pub struct SshConfig {
     pub host_key_policy: HostKeyPolicy,
     /// How long connecting and authenticating may take (never more than what is left of the
     /// command's own timeout).
-    #[serde(with = "serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub connect_timeout: Duration,
     /// The timeout of commands that don't set their own.
-    #[serde(with = "serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub command_timeout: Duration,
     /// How often an idle connection is probed; three unanswered probes close it.
-    #[serde(with = "serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub keepalive_interval: Duration,
 }
 
@@ -521,24 +521,6 @@ fn connect_error(t: &SshTarget, e: async_ssh2_tokio::Error) -> Error {
             ),
             other,
         ),
-    }
-}
-
-/// Serde for durations as humantime strings ("10s", "5m", "1h 30m").
-pub(crate) mod serde_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"10s\", \"5m\""))
-        })
     }
 }
 

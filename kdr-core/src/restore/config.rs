@@ -50,7 +50,7 @@ pub struct RestoreConfig {
     pub etcdctl: PathBuf,
     /// How long `etcdutl snapshot restore` (or etcdctl's, for 3.4) may run before it is killed
     /// with every process it started (default 10m).
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub etcdutl_timeout: Duration,
     /// The etcd binary drills run (default `etcd` on `PATH`).
     pub etcd: PathBuf,

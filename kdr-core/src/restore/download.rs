@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::etcd::{EtcdRestorer, RestorePlan, RestoreSpec};
-use crate::snapshot::codec::{self, EncryptionKey};
+use crate::snapshot::codec;
+use crate::snapshot::keys::{self, EncryptionKey};
 use crate::snapshot::trailer::{SnapshotDigest, TrailerHasher};
 use crate::snapshot::{Manifest, ObjectEntry, ObjectKind, SnapshotStore};
 
@@ -136,7 +137,7 @@ async fn snapshot_to_file_inner(
 ) -> Result<DownloadedSnapshot> {
     let entry = entry(manifest, ObjectKind::EtcdSnapshot)?;
     // A wrong key is named before anything is downloaded.
-    codec::check_key(&manifest.encryption, key)?;
+    keys::check_key(&manifest.encryption, key)?;
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -229,7 +230,7 @@ pub async fn bundle_bytes(
         )));
     }
     let run = async {
-        codec::check_key(&manifest.encryption, key)?;
+        keys::check_key(&manifest.encryption, key)?;
         let stored = store.get_object(&manifest.id, &entry.name).await?;
         let mut raw = codec::decode(stored, entry, manifest.compression, &manifest.encryption, key)?;
         let mut out = Vec::with_capacity(entry.raw_size as usize);

@@ -8,12 +8,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{SetSelector, bundle, download, select_set};
-use crate::backup::etcd_source::{EtcdSource, EtcdSourceOptions};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::etcd::client::count_keys_at;
 use crate::etcd::local::{LocalEtcd, LocalEtcdOptions};
 use crate::etcd::{EtcdRestorer, RestorePlan, RestoreSpec};
-use crate::snapshot::codec::EncryptionKey;
+use crate::snapshot::keys::EncryptionKey;
 use crate::snapshot::{SnapshotId, SnapshotStore};
 
 /// The member name of a drill's throwaway etcd.
@@ -168,7 +168,7 @@ pub async fn drill(
     .map_err(|e| {
         Error::integrity(format!("backup set {id}"), format!("the restored data dir does not start: {e}"))
     })?;
-    let counted = count_at(&local, manifest.source.revision).await;
+    let counted = count_keys_at(local.client_url(), manifest.source.revision).await;
     let stopped = local.stop().await;
     let (found, compared_at, note) = counted?;
     stopped?;
@@ -195,28 +195,6 @@ pub async fn drill(
     };
     tmp.close().map_err(|e| Error::io("cannot remove the drill's temporary dir", e))?;
     Ok(report)
-}
-
-/// Counts keys at `revision`, the way the backup did ([`EtcdSource::key_inventory`]); if the
-/// restored db was compacted past it (a compaction between the backup's status read and its
-/// snapshot), counts at the latest revision and says so.
-async fn count_at(local: &LocalEtcd, revision: i64) -> Result<(BTreeMap<String, u64>, i64, Option<String>)> {
-    let source = EtcdSource::connect(&EtcdSourceOptions::new(local.client_url())).await?;
-    match source.key_inventory(revision).await {
-        Ok(inv) => Ok((inv.by_resource, revision, None)),
-        Err(e) if e.to_string().contains("compacted") => {
-            let latest = source.status().await?.revision;
-            let inv = source.key_inventory(latest).await?;
-            Ok((
-                inv.by_resource,
-                latest,
-                Some(format!(
-                    "revision {revision} was compacted in the snapshot; keys were counted at revision {latest}"
-                )),
-            ))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 fn ms(d: Duration) -> u64 {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::etcd::{EtcdRestorer, RestorePlan, RestoreSpec};
-use crate::snapshot::codec::EncryptionKey;
+use crate::snapshot::keys::EncryptionKey;
 use crate::snapshot::{MANIFEST_SCHEMA_VERSION, Manifest, ObjectKind, SnapshotId, SnapshotStore};
 
 pub mod bundle;
@@ -322,7 +322,7 @@ impl<'a> Restore<'a> {
         let started = self.clock.instant();
 
         // Fail fast on what can be checked before a long download; all are checked again below.
-        crate::snapshot::codec::check_key(&manifest.encryption, opts.encryption_key.as_ref())
+        crate::snapshot::keys::check_key(&manifest.encryption, opts.encryption_key.as_ref())
             .map_err(|e| download::in_set(e, id))?;
         drop(datadir::check_not_in_use(&target)?);
         self.check_space(&plan)?;

@@ -16,7 +16,7 @@ use crate::control_plane::JoinCommand;
 use crate::error::{Error, Result};
 use crate::etcd::{EtcdRestorer, RestoreSpec};
 use crate::restore::{BundleMode, BundleTarget, Restore, RestoreOptions, SetSelector, bundle, download};
-use crate::snapshot::codec::EncryptionKey;
+use crate::snapshot::keys::EncryptionKey;
 use crate::snapshot::{Manifest, SnapshotStore};
 use crate::workers::{
     NodeReadiness, RecoveryMode, RecoveryPlan, WorkerRecoveryConfig, WorkerTarget, recover_workers,

@@ -115,10 +115,10 @@ pub struct PostCheckSettings {
     /// The kubeconfig kubectl uses there.
     pub kubeconfig: String,
     /// How long each check may take.
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub timeout: Duration,
     /// How often a check polls.
-    #[serde(with = "crate::remote::ssh::serde_duration")]
+    #[serde(with = "crate::serde_duration")]
     pub poll_interval: Duration,
     /// The image of the test pod (it must be pullable by the nodes, or already on them).
     pub test_pod_image: String,

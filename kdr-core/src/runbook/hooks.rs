@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::run_argv;
 use crate::control_plane::NodeIdentity;
 use crate::error::{Error, Result};
-use crate::fence::exec::run_argv;
 
 /// One hook: exactly one of `exec` and `webhook`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub struct HookSpec {
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
     /// How long the hook may take.
-    #[serde(default = "default_hook_timeout", with = "crate::remote::ssh::serde_duration")]
+    #[serde(default = "default_hook_timeout", with = "crate::serde_duration")]
     pub timeout: Duration,
 }
 

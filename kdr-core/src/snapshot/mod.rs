@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub mod codec;
+pub mod keys;
 pub mod object_store;
 pub mod retention;
 pub mod trailer;

@@ -8,7 +8,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::codec::{self, EncryptionKey};
+use super::codec;
+use super::keys::{self, EncryptionKey};
 use super::trailer::TrailerHasher;
 use super::{ByteStream, Encryption, Manifest, ObjectEntry, ObjectKind, SnapshotStore};
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ pub async fn verify(
 ) -> Result<VerifyReport> {
     let decoded = manifest.encryption == Encryption::None || key.is_some();
     if decoded {
-        codec::check_key(&manifest.encryption, key)?;
+        keys::check_key(&manifest.encryption, key)?;
     }
     let mut objects = Vec::new();
     for entry in &manifest.objects {
@@ -180,7 +181,7 @@ pub async fn download(
     dest: &Path,
     as_stored: bool,
 ) -> Result<u64> {
-    download_with_progress(store, manifest, kind, key, dest, as_stored, &crate::backup::NoProgress).await
+    download_with_progress(store, manifest, kind, key, dest, as_stored, &crate::progress::NoProgress).await
 }
 
 /// Downloads object `kind` of a set to `dest`: decoded (decrypted and decompressed, e.g. an
@@ -195,7 +196,7 @@ pub async fn download_with_progress(
     key: Option<&EncryptionKey>,
     dest: &Path,
     as_stored: bool,
-    progress: &dyn crate::backup::Progress,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<u64> {
     let entry = manifest.object(kind).ok_or_else(|| Error::NotFound {
         what: format!("{kind:?} object in backup set {}", manifest.id),
@@ -205,7 +206,7 @@ pub async fn download_with_progress(
         return Err(Error::AlreadyExists { what: format!("download destination {}", dest.display()) });
     }
     if !as_stored {
-        codec::check_key(&manifest.encryption, key)?;
+        keys::check_key(&manifest.encryption, key)?;
     }
     let stored = store.get_object(&manifest.id, &entry.name).await?;
     let mut stream: ByteStream = if as_stored {

@@ -32,15 +32,14 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::control_plane::JoinCommand;
 use crate::error::{Error, Result};
-use crate::remote::ssh::serde_duration;
 use crate::remote::{CommandOutput, NodeRemote, RemoteCommand, SshConfig, SshTarget, shell_quote};
+use crate::serde_duration;
 
-mod join;
 mod kubectl;
 mod rejoin;
 
-pub use join::JoinCommand;
 pub use kubectl::KubectlReadiness;
 pub use rejoin::{JoinSource, RecoveryRequest, recover_from_config};
 

@@ -406,6 +406,32 @@ impl EtcdSource {
 /// The messages of the Snapshot RPC, as they arrive.
 type Chunks = BoxStream<'static, std::result::Result<Bytes, etcd_client::Error>>;
 
+/// Counts the keys of the etcd at `endpoint` at `revision`, the way the backup did
+/// ([`EtcdSource::key_inventory`]); if the db was compacted past it (a restore drill: a
+/// compaction between the backup's status read and its snapshot), counts at the latest revision
+/// and says so. Returns the counts by resource, the revision counted at, and that note.
+pub async fn count_keys_at(
+    endpoint: &str,
+    revision: i64,
+) -> Result<(BTreeMap<String, u64>, i64, Option<String>)> {
+    let source = EtcdSource::connect(&EtcdSourceOptions::new(endpoint)).await?;
+    match source.key_inventory(revision).await {
+        Ok(inv) => Ok((inv.by_resource, revision, None)),
+        Err(e) if e.to_string().contains("compacted") => {
+            let latest = source.status().await?.revision;
+            let inv = source.key_inventory(latest).await?;
+            Ok((
+                inv.by_resource,
+                latest,
+                Some(format!(
+                    "revision {revision} was compacted in the snapshot; keys were counted at revision {latest}"
+                )),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 struct TrailerState {
     chunks: Option<Chunks>,
     held: Option<Bytes>,
