@@ -4,7 +4,7 @@
 //!
 //! It runs after the post-checks because deleting the Node garbage-collects its pods, which
 //! `snapshot-pods` counts. [`KubectlCleanUp`] runs `kubectl` (and `etcdctl` in this node's etcd
-//! pod) through a [`NodeRemote`](crate::remote::NodeRemote) on the new primary, each action
+//! pod) through a [`NodeRemote`] on the new primary, each action
 //! polled until it is seen done or its timeout expires:
 //! 1. `old-primary-node`: the old primary's Node object deleted;
 //! 2. `old-primary-etcd-member`: no etcd member named after the old primary or at its address.
