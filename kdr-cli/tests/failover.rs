@@ -135,7 +135,8 @@ async fn dry_run_prints_the_whole_plan_and_changes_nothing() {
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(plan["epoch"], 1);
     assert_eq!(plan["snapshot"]["id"], manifest.id.as_str());
-    assert_eq!(plan["steps"].as_array().unwrap().len(), 8);
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 9);
+    assert_eq!(plan["steps"][7]["step"], "clean-up", "the old primary's clean-up is its own step");
 
     // The monitor's detector halted at epoch 1, which another standby has claimed since: without
     // --epoch, kdr failover does not re-pick it but takes the newest claim + 1, and says why.

@@ -25,7 +25,8 @@
 //! [`restore`] is the verified restore flow (download, verify, restore beside the target, swap, bundle)
 //! and restore drills; it composes the traits above. [`runbook`] is the promotion runbook
 //! (`kdr failover`): claim the epoch in the store, hooks, fence, restore, control-plane init,
-//! workers, post-checks, as journaled steps that resume after a crash. [`monitor`] is
+//! workers, post-checks, the old primary's clean-up, post-hooks, as journaled steps that resume
+//! after a crash. [`monitor`] is
 //! `kdr-monitor`'s service (scheduled backups and drills, self-fence guard, detector loop and
 //! promotion, metrics).
 //!

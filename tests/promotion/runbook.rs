@@ -254,8 +254,9 @@ mod common;
 use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
 use kdr_core::fence::NoFence;
 use kdr_core::runbook::{
-    EpochRequest, FlowRestore, HookSpec, HooksSettings, Journal, KubectlPostChecks, ParallelWorkerRecovery,
-    PostCheckSettings, PromotionMode, PromotionSettings, Runbook, RunbookParts, StepKind, StepStatus,
+    EpochRequest, FlowRestore, HookSpec, HooksSettings, Journal, KubectlCleanUp, KubectlPostChecks,
+    ParallelWorkerRecovery, PostCheckSettings, PromotionMode, PromotionSettings, Runbook, RunbookParts,
+    StepKind, StepStatus,
 };
 use kdr_core::snapshot::{Manifest, ObjectStoreSnapshotStore};
 use kdr_core::testing::containers::{EtcdContainer, EtcdVersion};
@@ -488,7 +489,8 @@ impl E2e {
                     .same_host(settings.mode == PromotionMode::SameHost),
             ),
             workers: Arc::new(workers),
-            checks: Arc::new(KubectlPostChecks::new(cp_remote, settings.checks.clone())),
+            checks: Arc::new(KubectlPostChecks::new(cp_remote.clone(), settings.checks.clone())),
+            clean_up: Arc::new(KubectlCleanUp::new(cp_remote, settings.checks.clone())),
             clock,
         })
         .unwrap()
@@ -725,8 +727,8 @@ async fn same_host_promotion_refuses_fencing_itself_and_keeps_its_own_node_and_m
     assert!(!calls.iter().any(|c| c.contains("delete node")), "{calls:?}");
     assert!(!calls.iter().any(|c| c.contains("member list") || c.contains("member remove")), "{calls:?}");
     assert!(calls.iter().any(|c| c == "systemctl restart kubelet"), "same-host init: {calls:?}");
-    // The journal records the skipped clean-up.
+    // The journal records the skipped clean-up, in the clean-up step.
     let journal = Journal::load(&Journal::path_for(&settings.state_dir, 1)).unwrap();
-    let recorded = journal.record(StepKind::PostChecks).unwrap().result.as_ref().unwrap().to_string();
+    let recorded = journal.record(StepKind::CleanUp).unwrap().result.as_ref().unwrap().to_string();
     assert!(recorded.contains("skipped: the old primary master-1 is this node"), "{recorded}");
 }

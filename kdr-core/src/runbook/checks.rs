@@ -1,4 +1,5 @@
-//! Post-promotion checks (seed 000's validation) and the clean-up of the old primary.
+//! Post-promotion checks (seed 000's validation). They only look: the clean-up of the old
+//! primary that follows them is its own step ([`clean_up`](super::clean_up)).
 //!
 //! [`KubectlPostChecks`] runs `kubectl` through a [`NodeRemote`] (the new primary, locally or
 //! over SSH), each check polling until it passes or its timeout expires, never sleeping a fixed
@@ -7,20 +8,15 @@
 //! 2. `snapshot-pods`: every pod the backup set names (`namespace/name`, [`PodNames`]) present,
 //!    except the old primary's static pods in `kube-system` (`<name>-<old primary>`, e.g.
 //!    `etcd-master-1`), which cannot come back on another host; sets written before kdr recorded
-//!    names fall back to comparing counts, and say so. Checked before the old primary's Node is
-//!    deleted, which garbage-collects its pods;
+//!    names fall back to comparing counts, and say so. Checked before the clean-up step deletes
+//!    the old primary's Node, which garbage-collects its pods;
 //! 3. `test-pod`: a pod created and Running (scheduling, kubelet and the CNI work without
 //!    re-applying anything), then deleted;
 //! 4. `endpoint-references`: the copies of the API server endpoint that kubeadm keeps in the
 //!    cluster (`kube-public/cluster-info`, the `kube-system/kube-proxy` kubeconfig) name the new
-//!    endpoint (kubeadm init rewrites them; a stale one breaks new joins or kube-proxy);
-//! 5. `old-primary-node`: the old primary's Node object deleted;
-//! 6. `old-primary-etcd-member`: no etcd member named after the old primary or at its address
-//!    (a restore with a new `--initial-cluster` already leaves none; seed 004 shows what happens
-//!    otherwise).
+//!    endpoint (kubeadm init rewrites them; a stale one breaks new joins or kube-proxy).
 //!
 //! When the old primary is this node (a same-host rebuild, [`CheckContext::old_primary_here`]),
-//! 5 and 6 are skipped with a note (they would delete this node's own Node and etcd member), and
 //! `nodes-ready` waits for this node like any other.
 use std::fmt;
 use std::sync::Arc;
@@ -69,15 +65,6 @@ impl CheckContext {
     pub fn old_primary_here(&self) -> bool {
         self.old_primary_is_this_node.is_some() || self.old_primary.name == self.this_node.name
     }
-
-    /// The journal's note for a skipped clean-up step.
-    fn skipped_clean_up(&self, what: &str) -> String {
-        format!(
-            "skipped: the old primary {} is this node ({}); {what} is this node's own and is kept",
-            self.old_primary.name,
-            self.old_primary_is_this_node.as_deref().unwrap_or("same node name")
-        )
-    }
 }
 
 /// One check's outcome.
@@ -94,15 +81,15 @@ pub struct CheckResult {
 /// Runs the post-promotion checks.
 ///
 /// Guarantees: every check has a timeout; [`run`](Self::run) runs all checks even when one
-/// fails and returns every result (`Err` only if the checks could not run at all); the
-/// clean-up is idempotent.
+/// fails and returns every result (`Err` only if the checks could not run at all); it changes
+/// nothing in the cluster but its own test pod.
 #[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait PostChecker: Send + Sync + fmt::Debug {
     /// What it would run, for the dry-run plan.
     fn plan(&self, ctx: &CheckContext) -> Vec<String>;
 
-    /// Runs the checks and the clean-up.
+    /// Runs the checks.
     async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>>;
 }
 
@@ -227,24 +214,8 @@ struct Condition {
     status: String,
 }
 
-#[derive(Deserialize)]
-struct MemberList {
-    #[serde(default)]
-    members: Vec<Member>,
-}
-
-#[derive(Deserialize)]
-struct Member {
-    #[serde(rename = "ID")]
-    id: u64,
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "peerURLs", default)]
-    peer_urls: Vec<String>,
-}
-
 /// The outcome of one poll.
-enum Poll {
+pub(super) enum Poll {
     Done(String),
     NotYet(String),
 }
@@ -255,7 +226,7 @@ impl KubectlPostChecks {
         Self { remote, settings }
     }
 
-    fn kubectl(&self, args: &str) -> String {
+    pub(super) fn kubectl(&self, args: &str) -> String {
         format!("{} --kubeconfig {} {args}", self.settings.kubectl, shell_quote(&self.settings.kubeconfig))
     }
 
@@ -263,7 +234,7 @@ impl KubectlPostChecks {
         format!("kdr-postcheck-epoch-{epoch}")
     }
 
-    fn etcdctl(&self, ctx: &CheckContext, args: &str) -> String {
+    pub(super) fn etcdctl(&self, ctx: &CheckContext, args: &str) -> String {
         self.kubectl(&format!(
             "-n kube-system exec etcd-{} -- etcdctl --endpoints=https://127.0.0.1:2379 \
              --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt \
@@ -272,7 +243,7 @@ impl KubectlPostChecks {
         ))
     }
 
-    async fn run_ok(&self, command: &str, stdin: Option<&[u8]>) -> Result<String> {
+    pub(super) async fn run_ok(&self, command: &str, stdin: Option<&[u8]>) -> Result<String> {
         let c = RemoteCommand::new(command, self.settings.timeout.min(Duration::from_secs(120))).with_sudo();
         let out = match stdin {
             Some(bytes) => self.remote.run_with_stdin(&c, bytes).await?,
@@ -282,7 +253,7 @@ impl KubectlPostChecks {
     }
 
     /// Polls `f` until it says done, an error that is not retryable, or the timeout.
-    async fn poll<F, Fut>(&self, name: &str, mut f: F) -> CheckResult
+    pub(super) async fn poll<F, Fut>(&self, name: &str, mut f: F) -> CheckResult
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Poll>>,
@@ -455,65 +426,12 @@ impl KubectlPostChecks {
             ))
         })
     }
-
-    async fn remove_old_node(&self, ctx: &CheckContext) -> Result<Poll> {
-        let old = shell_quote(&ctx.old_primary.name);
-        self.run_ok(&self.kubectl(&format!("delete node {old} --ignore-not-found")), None).await?;
-        let left =
-            self.run_ok(&self.kubectl(&format!("get node {old} --ignore-not-found -o name")), None).await?;
-        Ok(if left.trim().is_empty() {
-            Poll::Done(format!("Node {} absent", ctx.old_primary.name))
-        } else {
-            Poll::NotYet(format!("Node {} still present", ctx.old_primary.name))
-        })
-    }
-
-    fn stale(&self, ctx: &CheckContext, m: &Member) -> bool {
-        m.name == ctx.old_primary.name
-            || m.peer_urls.iter().any(|u| {
-                url::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_owned)).as_deref()
-                    == Some(ctx.old_primary.address.as_str())
-            })
-    }
-
-    async fn remove_old_member(&self, ctx: &CheckContext) -> Result<Poll> {
-        let list = self.run_ok(&self.etcdctl(ctx, "member list -w json"), None).await?;
-        let list: MemberList = serde_json::from_str(&list)
-            .map_err(|e| Error::integrity("etcdctl member list output", e.to_string()))?;
-        let stale: Vec<&Member> = list.members.iter().filter(|m| self.stale(ctx, m)).collect();
-        if stale.is_empty() {
-            return Ok(Poll::Done(format!("{} etcd member(s), none of the old primary", list.members.len())));
-        }
-        for m in &stale {
-            self.run_ok(&self.etcdctl(ctx, &format!("member remove {:x}", m.id)), None).await?;
-        }
-        Ok(Poll::NotYet(format!(
-            "removed stale member(s) {}",
-            stale.iter().map(|m| format!("{:x} ({})", m.id, m.name)).collect::<Vec<_>>().join(", ")
-        )))
-    }
 }
 
 #[async_trait]
 impl PostChecker for KubectlPostChecks {
     fn plan(&self, ctx: &CheckContext) -> Vec<String> {
         let t = humantime::format_duration(self.settings.timeout);
-        let (old_node, old_member) = if ctx.old_primary_here() {
-            (ctx.skipped_clean_up("its Node"), ctx.skipped_clean_up("its etcd member"))
-        } else {
-            (
-                format!(
-                    "`{}`",
-                    self.kubectl(&format!("delete node {} --ignore-not-found", ctx.old_primary.name))
-                ),
-                format!(
-                    "`{}`, removing members named {} or at {}",
-                    self.etcdctl(ctx, "member list -w json"),
-                    ctx.old_primary.name,
-                    ctx.old_primary.address
-                ),
-            )
-        };
         vec![
             if ctx.old_primary.name == ctx.this_node.name {
                 format!(
@@ -550,8 +468,6 @@ impl PostChecker for KubectlPostChecks {
                 self.test_pod(ctx.epoch),
                 self.settings.test_pod_image
             ),
-            format!("old-primary-node: {old_node}"),
-            format!("old-primary-etcd-member: {old_member}"),
         ]
     }
 
@@ -592,17 +508,6 @@ impl PostChecker for KubectlPostChecks {
         if let Some(endpoint) = &ctx.endpoint {
             results.push(self.poll("endpoint-references", || self.endpoint_references(endpoint)).await);
         }
-        if ctx.old_primary_here() {
-            // Same host: deleting "the old primary's" Node or etcd member would remove this node's.
-            for (name, what) in
-                [("old-primary-node", "its Node"), ("old-primary-etcd-member", "its etcd member")]
-            {
-                results.push(CheckResult { name: name.into(), ok: true, detail: ctx.skipped_clean_up(what) });
-            }
-            return Ok(results);
-        }
-        results.push(self.poll("old-primary-node", || self.remove_old_node(ctx)).await);
-        results.push(self.poll("old-primary-etcd-member", || self.remove_old_member(ctx)).await);
         Ok(results)
     }
 }
@@ -610,7 +515,15 @@ impl PostChecker for KubectlPostChecks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runbook::clean_up::{KubectlCleanUp, OldPrimaryCleanUp};
     use crate::testing::remote::{RecordingNodeRemote, Reply};
+
+    /// The post-checks, then the clean-up step after them, as the runbook runs them.
+    async fn checks_then_clean_up(fake: Arc<RecordingNodeRemote>, ctx: &CheckContext) -> Vec<CheckResult> {
+        let mut results = KubectlPostChecks::new(fake.clone(), settings()).run(ctx).await.unwrap();
+        results.extend(KubectlCleanUp::new(fake, settings()).run(ctx).await.unwrap());
+        results
+    }
 
     const NODES: &str = r#"{"items":[
       {"metadata":{"name":"master-1"},"status":{"conditions":[{"type":"Ready","status":"Unknown"}]}},
@@ -699,8 +612,7 @@ mod tests {
     #[tokio::test]
     async fn all_pass_on_a_healthy_cluster_and_the_old_node_is_deleted() {
         let fake = healthy();
-        let checks = KubectlPostChecks::new(fake.clone(), settings());
-        let results = checks.run(&ctx()).await.unwrap();
+        let results = checks_then_clean_up(fake.clone(), &ctx()).await;
         assert!(results.iter().all(|r| r.ok), "{results:#?}");
         let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
@@ -738,8 +650,7 @@ mod tests {
                     "",
                 ),
             );
-        let checks = KubectlPostChecks::new(fake.clone(), settings());
-        let results = checks.run(&ctx()).await.unwrap();
+        let results = checks_then_clean_up(fake.clone(), &ctx()).await;
         let by = |n: &str| results.iter().find(|r| r.name == n).unwrap().clone();
         assert!(!by("snapshot-pods").ok && by("snapshot-pods").detail.contains("1 pods present, 2 recorded"));
         assert!(!by("test-pod").ok && by("test-pod").detail.contains("Pending"), "{:?}", by("test-pod"));
@@ -886,7 +797,7 @@ mod tests {
                 Reply::exit(0, r#"{"members":[{"ID":255,"name":"master-1","peerURLs":["https://192.168.30.200:2380"]}]}"#, ""),
             );
         let c = same_host();
-        let results = KubectlPostChecks::new(fake.clone(), settings()).run(&c).await.unwrap();
+        let results = checks_then_clean_up(fake.clone(), &c).await;
         assert!(results.iter().all(|r| r.ok), "{results:#?}");
         let by = |n: &str| results.iter().find(|r| r.name == n).unwrap().detail.clone();
         assert_eq!(by("nodes-ready"), "2 nodes Ready", "this node counted, not skipped as the old one");
@@ -903,7 +814,9 @@ mod tests {
         let cmds = fake.commands();
         assert!(!cmds.iter().any(|c| c.contains("delete node")), "{cmds:?}");
         assert!(!cmds.iter().any(|c| c.contains("member list") || c.contains("member remove")), "{cmds:?}");
-        let plan = KubectlPostChecks::new(fake, settings()).plan(&c).join("\n");
+        let mut plan = KubectlPostChecks::new(fake.clone(), settings()).plan(&c);
+        plan.extend(KubectlCleanUp::new(fake, settings()).plan(&c));
+        let plan = plan.join("\n");
         assert!(plan.contains("until all are Ready, this node included"), "{plan}");
         assert!(plan.contains("old-primary-node: skipped") && !plan.contains("delete node"), "{plan}");
 
@@ -919,7 +832,7 @@ mod tests {
         c.old_primary_is_this_node =
             Some("its address 192.168.30.200 is one of this host's own addresses".into());
         let fake = healthy();
-        let results = KubectlPostChecks::new(fake.clone(), settings()).run(&c).await.unwrap();
+        let results = checks_then_clean_up(fake.clone(), &c).await;
         assert!(results.iter().find(|r| r.name == "old-primary-node").unwrap().detail.starts_with("skipped"));
         assert!(results[0].ok, "{:?}", results[0]);
         assert!(!fake.commands().iter().any(|c| c.contains("delete node")));

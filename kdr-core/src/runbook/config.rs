@@ -2,7 +2,10 @@
 //! ([`build_runbook`]). The file is read by [`crate::config::Config`], like every command's.
 use std::sync::Arc;
 
-use super::{FlowRestore, KubectlPostChecks, ParallelWorkerRecovery, PromotionMode, Runbook, RunbookParts};
+use super::{
+    FlowRestore, KubectlCleanUp, KubectlPostChecks, ParallelWorkerRecovery, PromotionMode, Runbook,
+    RunbookParts,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control_plane::{KubeadmInit, KubeadmSettings};
@@ -156,7 +159,8 @@ pub fn build_runbook(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Runbook> {
     let rc = &cfg.worker_recovery;
     let readiness = Arc::new(KubectlReadiness::local(&rc.kubectl, &rc.admin_kubeconfig));
     let workers = Arc::new(ParallelWorkerRecovery::new(targets, rc.clone(), readiness, clock.clone()));
-    let checks = Arc::new(KubectlPostChecks::new(local, p.checks.clone()));
+    let checks = Arc::new(KubectlPostChecks::new(local.clone(), p.checks.clone()));
+    let clean_up = Arc::new(KubectlCleanUp::new(local, p.checks.clone()));
 
     Runbook::new(RunbookParts {
         settings: p.clone(),
@@ -168,6 +172,7 @@ pub fn build_runbook(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Runbook> {
         control_plane,
         workers,
         checks,
+        clean_up,
         clock,
     })
 }

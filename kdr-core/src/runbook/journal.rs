@@ -38,16 +38,17 @@ pub enum StepKind {
     ControlPlaneInit,
     /// Rewire or rejoin the workers.
     Workers,
-    /// Check the result (nodes Ready, pods present, a test pod Running) and clean up the old
-    /// primary's Node object and etcd member.
+    /// Check the result (nodes Ready, pods present, a test pod Running).
     PostChecks,
+    /// Remove the old primary's Node object and etcd member (kept when it is this node).
+    CleanUp,
     /// Run the post-promotion hooks (DNS or VIP switch).
     PostHooks,
 }
 
 impl StepKind {
     /// Every step, in order.
-    pub const ALL: [StepKind; 8] = [
+    pub const ALL: [StepKind; 9] = [
         StepKind::Claim,
         StepKind::PreHooks,
         StepKind::Fence,
@@ -55,6 +56,7 @@ impl StepKind {
         StepKind::ControlPlaneInit,
         StepKind::Workers,
         StepKind::PostChecks,
+        StepKind::CleanUp,
         StepKind::PostHooks,
     ];
 
@@ -62,7 +64,7 @@ impl StepKind {
     /// finished. A destructive step found "started but not finished" after a crash is re-run only
     /// after its own safety check (the restore checks whether the swap already happened; init
     /// checks what is on disk; workers skip the ones recorded as done). Non-destructive steps
-    /// (claim, hooks, fence, checks) are idempotent and simply re-run.
+    /// (claim, hooks, fence, checks, clean-up) are idempotent and simply re-run.
     pub fn destructive(self) -> bool {
         matches!(self, StepKind::Restore | StepKind::ControlPlaneInit | StepKind::Workers)
     }
@@ -76,7 +78,8 @@ impl StepKind {
             StepKind::Restore => "restore etcd and the bundle",
             StepKind::ControlPlaneInit => "initialise the control plane",
             StepKind::Workers => "recover the workers",
-            StepKind::PostChecks => "post-checks and clean-up",
+            StepKind::PostChecks => "post-checks",
+            StepKind::CleanUp => "clean up the old primary's Node and etcd member",
             StepKind::PostHooks => "run post-promotion hooks",
         }
     }
@@ -91,6 +94,7 @@ impl StepKind {
             StepKind::ControlPlaneInit => "control-plane-init",
             StepKind::Workers => "workers",
             StepKind::PostChecks => "post-checks",
+            StepKind::CleanUp => "clean-up",
             StepKind::PostHooks => "post-hooks",
         }
     }

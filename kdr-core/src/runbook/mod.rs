@@ -2,7 +2,7 @@
 //!
 //! Seed 000's `dr_restore.sh` downloads a snapshot, wipes `/var/lib/etcd`, restores, runs
 //! `kubeadm init`, then resets and rejoins each worker with a fixed four-minute sleep; run twice,
-//! it wipes everything again. [`Runbook`] runs the same promotion as eight journaled steps
+//! it wipes everything again. [`Runbook`] runs the same promotion as nine journaled steps
 //! ([`StepKind`]):
 //!
 //! 1. **claim** the epoch in the object store ([`claim`]): of several standbys, exactly one wins;
@@ -13,9 +13,10 @@
 //! 5. **control-plane init** ([`ControlPlaneInit`], `kubeadm init`);
 //! 6. **workers** ([`WorkerRecovery`]): rewired or rejoined in parallel; one failing does not
 //!    stop the others, and the run ends non-zero naming it;
-//! 7. **post-checks** ([`checks`]) and the clean-up of the old primary (skipped, with a note in
-//!    the journal, when the old primary is this node);
-//! 8. **post-hooks** (the DNS or VIP switch).
+//! 7. **post-checks** ([`checks`]): they only look;
+//! 8. **clean-up** of the old primary's Node and etcd member ([`clean_up`]; skipped, with a note
+//!    in the journal, when the old primary is this node);
+//! 9. **post-hooks** (the DNS or VIP switch).
 //!
 //! Each step's start and end are journaled ([`journal`]). A resumed run skips finished steps,
 //! re-runs idempotent ones, and resolves an interrupted destructive step through its own safety
@@ -43,6 +44,7 @@ use crate::snapshot::{Manifest, SnapshotId, SnapshotStore};
 pub mod adapters;
 pub mod checks;
 pub mod claim;
+pub mod clean_up;
 pub mod config;
 pub mod hooks;
 pub mod journal;
@@ -51,6 +53,7 @@ pub mod plan;
 pub use adapters::{FlowRestore, ParallelWorkerRecovery};
 pub use checks::{CheckContext, CheckResult, KubectlPostChecks, PostCheckSettings, PostChecker};
 pub use claim::{Claim, ClaimOutcome, ClaimStore};
+pub use clean_up::{KubectlCleanUp, OldPrimaryCleanUp};
 pub use config::{build_runbook, claim_store, claims_prefix, open_claim_store};
 pub use hooks::{HookContext, HookPhase, HookSpec, HooksSettings};
 pub use journal::{Journal, JournalLock, StepKind, StepStatus};
@@ -241,8 +244,10 @@ pub struct RunbookParts {
     pub control_plane: Arc<dyn ControlPlaneInit>,
     /// Recovers the workers.
     pub workers: Arc<dyn WorkerRecovery>,
-    /// Checks the result and cleans up.
+    /// Checks the result.
     pub checks: Arc<dyn PostChecker>,
+    /// Removes the old primary's Node and etcd member.
+    pub clean_up: Arc<dyn OldPrimaryCleanUp>,
     /// Time for the journal and the claim.
     pub clock: Arc<dyn Clock>,
 }
@@ -260,7 +265,7 @@ pub struct RunReport {
     pub steps: Vec<(StepKind, String)>,
     /// Every worker's outcome (from this run and earlier interrupted ones).
     pub workers: Vec<WorkerOutcome>,
-    /// The post-checks.
+    /// The post-checks, then the clean-up's actions.
     pub checks: Vec<CheckResult>,
     /// What the operator should know (journals given up, an epoch not used, a skipped clean-up).
     #[serde(default)]
@@ -713,6 +718,7 @@ impl Runbook {
                 }
                 StepKind::Workers => workers.clone(),
                 StepKind::PostChecks => self.parts.checks.plan(&ctx),
+                StepKind::CleanUp => self.parts.clean_up.plan(&ctx),
                 StepKind::PostHooks => hook_lines(&self.parts.hooks.post),
             }
         };
@@ -886,6 +892,11 @@ impl Runbook {
                     if step == StepKind::PostChecks {
                         report.checks = serde_json::from_value(value.clone()).unwrap_or_default();
                     }
+                    if step == StepKind::CleanUp {
+                        let done: Vec<CheckResult> =
+                            serde_json::from_value(value.clone()).unwrap_or_default();
+                        report.checks.extend(done);
+                    }
                     journal.succeed(step, clock.utc(), value)?;
                     tracing::info!(epoch, step = step.name(), "step succeeded");
                     report.steps.push((step, summary));
@@ -912,6 +923,10 @@ impl Runbook {
                     if step == StepKind::PostChecks {
                         report.checks =
                             partial.and_then(|p| serde_json::from_value(p).ok()).unwrap_or_default();
+                    } else if step == StepKind::CleanUp {
+                        let done: Vec<CheckResult> =
+                            partial.and_then(|p| serde_json::from_value(p).ok()).unwrap_or_default();
+                        report.checks.extend(done);
                     }
                     return Err(Error::refused(format!(
                         "promotion of epoch {epoch} stopped at step {}: {msg}. The journal {} records it; run `kdr \
@@ -1040,9 +1055,6 @@ impl Runbook {
             StepKind::PostChecks => {
                 let failed: Vec<String> = report.failed_workers().into_iter().map(str::to_owned).collect();
                 let ctx = self.check_context(epoch, manifest, endpoint, &failed).await;
-                if let Some(why) = &ctx.old_primary_is_this_node {
-                    tracing::warn!(epoch, old_primary = %s.old_primary_name, "the old primary is this node ({why}): its clean-up is skipped");
-                }
                 let results = self.parts.checks.run(&ctx).await?;
                 let bad: Vec<&str> = results.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
                 if !bad.is_empty() {
@@ -1057,6 +1069,31 @@ impl Runbook {
                     });
                 }
                 Ok((json(&results), format!("{} checks passed", results.len())))
+            }
+            StepKind::CleanUp => {
+                let failed: Vec<String> = report.failed_workers().into_iter().map(str::to_owned).collect();
+                let ctx = self.check_context(epoch, manifest, endpoint, &failed).await;
+                if let Some(why) = &ctx.old_primary_is_this_node {
+                    tracing::warn!(epoch, old_primary = %s.old_primary_name, "the old primary is this node ({why}): its clean-up is skipped");
+                }
+                let results = self.parts.clean_up.run(&ctx).await?;
+                let bad: Vec<String> =
+                    results.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+                if !bad.is_empty() {
+                    return Err(StepFailure {
+                        error: Error::refused(format!(
+                            "clean-up of the old primary failed: {}",
+                            bad.join("; ")
+                        )),
+                        partial: Some(json(&results)),
+                    });
+                }
+                let what = if ctx.old_primary_here() {
+                    format!("skipped: the old primary {} is this node", s.old_primary_name)
+                } else {
+                    format!("the old primary {}'s Node and etcd member removed", s.old_primary_name)
+                };
+                Ok((json(&results), what))
             }
             StepKind::PostHooks => {
                 let ctx = self.hook_context(HookPhase::Post, epoch, manifest.id.as_str(), endpoint);

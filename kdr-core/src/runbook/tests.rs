@@ -34,6 +34,9 @@ struct WorldState {
     checks_fail: bool,
     /// What the post-checks were told, each time they ran.
     check_contexts: Vec<CheckContext>,
+    /// What the clean-up was told, each time it ran.
+    clean_up_contexts: Vec<CheckContext>,
+    clean_up_fails: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -250,8 +253,8 @@ struct FakeChecks(World);
 
 #[async_trait]
 impl PostChecker for FakeChecks {
-    fn plan(&self, ctx: &CheckContext) -> Vec<String> {
-        vec![format!("delete node {}", ctx.old_primary.name)]
+    fn plan(&self, _ctx: &CheckContext) -> Vec<String> {
+        vec!["poll the nodes until Ready".into()]
     }
     async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>> {
         self.0.st().check_contexts.push(ctx.clone());
@@ -273,6 +276,23 @@ impl PostChecker for FakeChecks {
                 ),
             },
         ])
+    }
+}
+
+#[derive(Debug)]
+struct FakeCleanUp(World);
+
+#[async_trait]
+impl OldPrimaryCleanUp for FakeCleanUp {
+    fn plan(&self, ctx: &CheckContext) -> Vec<String> {
+        vec![format!("delete node {}", ctx.old_primary.name)]
+    }
+    async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>> {
+        self.0.st().clean_up_contexts.push(ctx.clone());
+        self.0.event("clean-up".into()).await;
+        let ok = !self.0.st().clean_up_fails;
+        let detail = if ok { "deleted" } else { "Node master-1 still present" };
+        Ok(vec![CheckResult { name: "old-primary-node".into(), ok, detail: detail.into() }])
     }
 }
 
@@ -401,6 +421,7 @@ impl Harness {
                 vec!["worker-1".into(), "worker-2".into(), "worker-3".into()],
             )),
             checks: Arc::new(FakeChecks(w.clone())),
+            clean_up: Arc::new(FakeCleanUp(w.clone())),
             clock: Arc::new(ManualClock::new(
                 DateTime::from_timestamp(1_790_000_100, 0).unwrap(),
                 crate::clock::Clock::instant(&crate::clock::SystemClock),
@@ -447,7 +468,8 @@ async fn full_run_journals_every_step_then_refuses_the_same_epoch() {
             "worker:worker-1",
             "worker:worker-2",
             "worker:worker-3",
-            "checks"
+            "checks",
+            "clean-up"
         ]
     );
     let j = h.journal(1);
@@ -487,6 +509,7 @@ async fn crash_after_each_step_then_resume_never_repeats_a_finished_destructive_
         "worker:worker-2",
         "worker:worker-3",
         "checks",
+        "clean-up",
     ] {
         let h = Harness::new();
         h.run_until_crash(crash).await;
@@ -513,6 +536,7 @@ async fn crash_after_each_step_then_resume_never_repeats_a_finished_destructive_
             "restore" => Some(StepKind::Restore),
             "init" => Some(StepKind::ControlPlaneInit),
             "checks" => Some(StepKind::PostChecks),
+            "clean-up" => Some(StepKind::CleanUp),
             _ => Some(StepKind::Workers),
         };
         if let Some(s) = interrupted {
@@ -678,6 +702,40 @@ async fn a_failed_worker_does_not_stop_the_others_and_a_rerun_retries_only_it() 
     assert!(h.journal(1).is_complete());
 }
 
+/// The clean-up of the old primary is its own journaled step: a failure stops the run before the
+/// post-hooks, and the next run resumes it without repeating the checks.
+#[tokio::test]
+async fn a_failed_clean_up_stops_before_the_post_hooks_and_resumes_alone() {
+    let mut h = Harness::new();
+    let marker = h.dir.path().join("dns-switched");
+    h.hooks.post = vec![HookSpec::exec(vec!["touch".into(), marker.display().to_string()])];
+    h.world.st().clean_up_fails = true;
+    let err = h.runbook().run(None).await.unwrap_err().to_string();
+    assert!(err.contains("stopped at step clean-up"), "{err}");
+    assert!(
+        err.contains("clean-up of the old primary failed: old-primary-node: Node master-1 still present"),
+        "{err}"
+    );
+    assert!(!marker.exists());
+    let j = h.journal(1);
+    assert_eq!(j.status(StepKind::PostChecks), Some(StepStatus::Succeeded));
+    assert_eq!(j.status(StepKind::CleanUp), Some(StepStatus::Failed));
+    assert_eq!(j.status(StepKind::PostHooks), None);
+
+    h.world.st().clean_up_fails = false;
+    let plan = h.runbook().plan(None).await.unwrap();
+    let step = plan.steps.iter().find(|p| p.step == StepKind::CleanUp).unwrap();
+    assert_eq!(step.action, StepAction::Resume);
+    assert_eq!(step.details, ["delete node master-1"]);
+    let report = h.runbook().run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert!(marker.exists());
+    assert_eq!(h.world.count("checks"), 1, "the checks are not repeated");
+    assert_eq!(h.world.count("clean-up"), 2);
+    assert_eq!(h.journal(1).record(StepKind::CleanUp).unwrap().attempts, 2);
+    assert!(report.checks.iter().any(|c| c.name == "old-primary-node" && c.ok), "{report}");
+}
+
 #[tokio::test]
 async fn failing_post_checks_stop_before_the_post_hooks() {
     let mut h = Harness::new();
@@ -704,7 +762,7 @@ async fn dry_run_touches_nothing_and_shows_the_whole_plan() {
             .unwrap();
     assert!(listed.is_empty(), "no claim written");
     assert_eq!(plan.epoch, 1);
-    assert_eq!(plan.steps.len(), 8);
+    assert_eq!(plan.steps.len(), 9);
     assert!(plan.steps.iter().all(|s| s.action == StepAction::Run));
     let text = plan.to_string();
     for expected in [
@@ -961,6 +1019,18 @@ async fn same_host_promotion_refuses_its_own_fence_and_keeps_its_own_node() {
     let ctxs = h.world.st().check_contexts.clone();
     assert_eq!(ctxs.len(), 1);
     assert!(ctxs[0].old_primary_here());
+    // The clean-up is its own step, told the same, and its summary says it was skipped.
+    let cleaned = h.world.st().clean_up_contexts.clone();
+    assert_eq!(cleaned.len(), 1);
+    assert!(cleaned[0].old_primary_here());
+    assert!(
+        report
+            .steps
+            .iter()
+            .any(|(k, what)| *k == StepKind::CleanUp
+                && what == "skipped: the old primary master-1 is this node"),
+        "{report}"
+    );
     assert!(
         ctxs[0].old_primary_is_this_node.as_deref().is_some_and(|w| w.contains("node name \"master-1\"")),
         "{:?}",
@@ -975,4 +1045,7 @@ async fn a_different_old_primary_is_fenced_and_cleaned_up_as_before() {
     let ctxs = h.world.st().check_contexts.clone();
     assert_eq!(ctxs[0].old_primary_is_this_node, None);
     assert_eq!(h.world.count("fence:1"), 1);
+    assert_eq!(h.world.count("clean-up"), 1, "the clean-up ran, after the checks");
+    let events = h.world.st().events.clone();
+    assert_eq!(events[events.len() - 2..], ["checks", "clean-up"]);
 }
