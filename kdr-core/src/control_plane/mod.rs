@@ -88,7 +88,6 @@ pub struct InitReport {
 /// - [`join_command`](Self::join_command) creates a fresh, short-lived bootstrap token. The token
 ///   never appears on a command line, in a log line or in an error; [`JoinCommand`]'s `Debug`
 ///   redacts it.
-#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait ControlPlaneInit: Send + Sync + fmt::Debug {
     /// What [`init`](Self::init) would do, without doing it.

@@ -138,7 +138,6 @@ pub struct RestorePlan {
 ///   is refused (the tools check it; kdr checks it too before calling them).
 /// - **Honest about the bump.** The returned plan says whether the revision was bumped; a tool that
 ///   cannot bump says so in [`RestorePlan::notes`] instead of failing silently.
-#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait EtcdRestorer: Send + Sync + fmt::Debug {
     /// What [`restore`](Self::restore) would run for `snapshot` and `spec`, without running it.

@@ -63,7 +63,6 @@ pub struct FenceReport {
 /// - Nothing is deleted: manifests are moved aside, never removed.
 /// - No secret in argv or logs: an exec hook gets the target through environment variables and
 ///   reads its own credentials.
-#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait Fencer: Send + Sync + fmt::Debug {
     /// What it would do to `target`, one line each, for the dry-run plan.

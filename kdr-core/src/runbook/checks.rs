@@ -83,7 +83,6 @@ pub struct CheckResult {
 /// Guarantees: every check has a timeout; [`run`](Self::run) runs all checks even when one
 /// fails and returns every result (`Err` only if the checks could not run at all); it changes
 /// nothing in the cluster but its own test pod.
-#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait PostChecker: Send + Sync + fmt::Debug {
     /// What it would run, for the dry-run plan.

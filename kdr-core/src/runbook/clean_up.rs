@@ -27,7 +27,6 @@ use crate::remote::{NodeRemote, shell_quote};
 /// Guarantees: idempotent (a resumed runbook runs it again); every action has a timeout;
 /// [`run`](Self::run) returns one result per action (`Err` only if it could not run at all);
 /// nothing is removed when the old primary is this node.
-#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait OldPrimaryCleanUp: Send + Sync + fmt::Debug {
     /// What it would run, for the dry-run plan.

@@ -284,7 +284,6 @@ pub struct IncompleteSet {
 /// - **Streaming, bounded memory.** Neither `put_object` nor `get_object` buffers a whole object.
 /// - **Errors:** a missing set or object is [`Error::NotFound`]; a store that cannot be reached,
 ///   a missing bucket or denied access is [`Error::Unavailable`] naming the store and the fix.
-#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + fmt::Debug {
     /// A description of the store for messages, with no credentials (e.g. `s3://kdr/prod`).

@@ -204,7 +204,6 @@ pub enum NodeState {
 
 /// Asks the (new) control plane whether a Node is Ready. The runbook supplies it;
 /// [`KubectlReadiness`] is the default.
-#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait NodeReadiness: Send + Sync + fmt::Debug {
     /// The state of Node `node`. `Err` only when the question could not be asked at all (a
