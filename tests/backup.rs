@@ -506,6 +506,39 @@ async fn etcd_killed_mid_stream_fails_and_leaves_nothing() {
     assert_nothing_left(&store).await;
 }
 
+fn docker(args: &[&str]) {
+    let out = std::process::Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A member that stays connected but sends nothing (frozen: `docker pause`, as a member stuck on
+/// its disk would be) fails the backup after the idle limit, naming it, well before keep-alives
+/// would notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_frozen_mid_stream_times_out_naming_it_and_leaves_nothing() {
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    fill(&mut etcd.client().await.unwrap(), 48).await;
+    let store = s3_store("etcd-frozen").await;
+    let mut opts = options(etcd.endpoint(), EtcdTlsFiles::default(), no_bundle(), EncodeOptions::default());
+    opts.etcd.snapshot_idle_timeout = Duration::from_secs(2);
+    let (progress, reached, resume) = pause_at(12 * 1024 * 1024);
+    let task = {
+        let store = store.clone();
+        tokio::spawn(async move { backup(&store, &opts, &SystemClock, progress).await })
+    };
+    wait_reached(reached).await;
+    docker(&["pause", etcd.id()]);
+    resume.send(()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(15), task).await;
+    docker(&["unpause", etcd.id()]);
+    let e = r.expect("fails after the idle limit, before keep-alives").unwrap().unwrap_err();
+    let msg = e.to_string();
+    eprintln!("etcd frozen: {msg}");
+    assert!(matches!(e, Error::Timeout { after, .. } if after == Duration::from_secs(2)), "{msg}");
+    assert!(msg.contains(&etcd.endpoint()) && msg.contains("snapshot_idle_timeout_secs"), "{msg}");
+    assert_nothing_left(&store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_dying_mid_upload_fails_and_commits_nothing() {
     let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();

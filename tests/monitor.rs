@@ -253,7 +253,8 @@ async fn restart_keeps_the_latch_and_pause() {
          record_trace = \"{}\"\n\
          [monitor.standby]\napi_url = \"https://127.0.0.1:{dead}/healthz\"\napi_insecure_skip_tls_verify = true\n\
          host_tcp = \"127.0.0.1:{dead}\"\npromote_command = [\"sh\", \"-c\", \"echo $KDR_EPOCH:$0 >> {}\", \"{{epoch}}\"]\n\
-         [monitor.alerts]\nexec = [[\"sh\", \"-c\", \"echo \\\"$KDR_ALERT_KIND: $KDR_ALERT_MESSAGE\\\" >> {}\"]]\n",
+         [monitor.alerts]\nexec = [[\"sh\", \"-c\", \"echo \\\"$KDR_ALERT_KIND: $KDR_ALERT_MESSAGE\\\" >> {}\"]]\n\
+         [fence]\nkind = \"exec\"\ncommand = [\"true\"]\n",
         dir.path().join("state").display(),
         dir.path().join("trace.jsonl").display(),
         promoted.display(),
@@ -357,10 +358,98 @@ async fn docker_self_fence_guard_reacts_to_a_newer_claim() {
     assert_eq!(std::fs::read_to_string(aside.join("etcd.yaml")).unwrap(), "etcd.yaml", "moved, not deleted");
     let status: Status = shared.status();
     assert_eq!(status.self_fenced.as_ref().map(|s| s.0), Some(1));
+    // Alerts are delivered by their own task: wait for it.
+    assert!(shared.flush_alerts(Duration::from_secs(10)).await, "the alert hook finished");
     assert_eq!(std::fs::read_to_string(dir.path().join("alerts")).unwrap(), "self_fence\n");
     assert!(shared.encode_metrics().contains("kdr_self_fenced_total 1"));
     // A second check with nothing left to move does not alert again.
     assert_eq!(primary.self_fence_check().await.unwrap(), None);
+}
+
+/// A promoted standby turns the primary role on (to resume backups) without configuring
+/// `monitor.self_fence.holder`: the newest claim is its own, so it neither fences itself nor
+/// stops backing up. The same file on the old primary (it names the standby in `[promotion]`,
+/// the file being shared) still fences there: the claim was made from another host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_a_promoted_standby_with_the_primary_role_keeps_serving_and_backing_up() {
+    let etcd = EtcdContainer::start(EtcdVersion::V3_5_16).await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    client.put("/registry/pods/default/p0", "x", None).await.unwrap();
+    let s3 = S3Container::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    for f in ["etcd.yaml", "kube-apiserver.yaml"] {
+        std::fs::write(manifests.join(f), f).unwrap();
+    }
+    let prefix = format!("promoted-{}", std::process::id());
+    let text = |advertise: &str| {
+        format!(
+            "{}[etcd]\nendpoint = \"{}\"\n[backup]\nno_bundle = true\n\
+             [promotion]\nnode_name = \"master-2\"\nadvertise_address = \"{advertise}\"\n\
+             old_primary_name = \"master-1\"\nold_primary_address = \"203.0.113.201\"\n\
+             [monitor]\nroles = [\"primary\"]\nstate_dir = \"{}\"\n[monitor.backup]\ninterval_s = 1\nprune = false\n\
+             [monitor.drill]\nenabled = false\n[monitor.self_fence]\nepoch = 0\nmanifests_dir = \"{}\"\n",
+            store_toml(s3, &prefix),
+            etcd.endpoint(),
+            dir.path().display(),
+            manifests.display(),
+        )
+    };
+    // This node promoted in epoch 1: `kdr failover` wrote the claim (holder = node_name, host =
+    // advertise_address, here this host's loopback), where the runbook writes claims.
+    let config = parse(&text("127.0.0.1"), s3);
+    kdr_core::monitor::config::validate(&config).unwrap();
+    let store = open_store(&config);
+    let claims = kdr_core::runbook::claim_store(&config, &store).unwrap();
+    let ours = Claim {
+        epoch: 1,
+        holder: "master-2".into(),
+        host: "127.0.0.1".into(),
+        run_id: "run-of-master-2".into(),
+        claimed_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+        snapshot: None,
+    };
+    claims.claim(&ours).await.unwrap();
+
+    let shared = Arc::new(Shared::new(&config, Arc::new(SystemClock)).unwrap());
+    let primary = Arc::new(Primary::new(&config, shared.clone()).unwrap());
+    assert_eq!(primary.self_fence_check().await.unwrap(), None, "its own claim: not fenced");
+    assert!(!primary.is_fenced());
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 2, "its static pods stay");
+
+    // Backups run (each one checks the claims first).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let looping = {
+        let p = primary.clone();
+        tokio::spawn(async move { p.backup_loop(stop_rx).await })
+    };
+    let sets = wait_for("a backup by the promoted node", Duration::from_secs(60), async || {
+        let sets = store.list().await.ok()?;
+        (!sets.is_empty()).then_some(sets)
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    looping.await.unwrap().unwrap();
+    assert!(!sets.is_empty());
+    assert!(!primary.is_fenced());
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 2);
+    assert!(shared.encode_metrics().contains("kdr_self_fenced_total 0"));
+
+    // The old primary, reading the same file (which names master-2, the standby, in
+    // [promotion]): the claim was made from another host, so it is not its own, and it fences.
+    let old = parse(&text("203.0.113.202"), s3);
+    let mut old_claim = ours.clone();
+    old_claim.epoch = 2;
+    old_claim.host = "203.0.113.202".into();
+    old_claim.run_id = "run-2".into();
+    claims.claim(&old_claim).await.unwrap();
+    let shared = Arc::new(Shared::new(&old, Arc::new(SystemClock)).unwrap());
+    let old_primary = Primary::new(&old, shared).unwrap();
+    let aside = old_primary.self_fence_check().await.unwrap().expect("the old primary fences");
+    assert!(old_primary.is_fenced());
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 0);
+    assert!(aside.join("etcd.yaml").is_file(), "moved, not deleted");
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -53,6 +53,22 @@ enum Command {
     Failover(failover::FailoverArgs),
 }
 
+/// The first of SIGINT and SIGTERM, by name.
+async fn stop_signal() -> &'static str {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = term => "SIGTERM",
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -66,18 +82,35 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return common::report(anyhow::Error::new(e).context("failed to start the async runtime")),
     };
+    // `kdr backup` aborts its upload on Ctrl-C itself. Any other command stops on SIGINT or
+    // SIGTERM (the monitor stopping a `kdr failover` it started) by dropping its work: that stops
+    // the process groups of the children it started (kubeadm, etcdutl, hooks), which would
+    // otherwise outlive it, since they do not share its group.
+    let stops_on_signal = !matches!(cli.command, Command::Backup(_));
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Backup(args) => backup::run(&cli.global, args).await,
-            Command::Snapshot(cmd) => snapshot::run(&cli.global, cmd).await,
-            Command::Keygen(args) => keygen::run(&cli.global, args),
-            Command::Restore(args) => restore::run(&cli.global, args).await,
-            Command::Drill(args) => drill::run(&cli.global, args).await,
-            Command::Pause(a) => control::run(&cli.global, ControlRequest::Pause, a).await,
-            Command::Resume(a) => control::run(&cli.global, ControlRequest::Resume, a).await,
-            Command::Rearm(a) => control::run(&cli.global, ControlRequest::Rearm, a).await,
-            Command::Rejoin(args) => rejoin::run(&cli.global, args).await.map(|()| ExitCode::SUCCESS),
-            Command::Failover(args) => failover::run(&cli.global, args).await,
+        let work = async {
+            match cli.command {
+                Command::Backup(args) => backup::run(&cli.global, args).await,
+                Command::Snapshot(cmd) => snapshot::run(&cli.global, cmd).await,
+                Command::Keygen(args) => keygen::run(&cli.global, args),
+                Command::Restore(args) => restore::run(&cli.global, args).await,
+                Command::Drill(args) => drill::run(&cli.global, args).await,
+                Command::Pause(a) => control::run(&cli.global, ControlRequest::Pause, a).await,
+                Command::Resume(a) => control::run(&cli.global, ControlRequest::Resume, a).await,
+                Command::Rearm(a) => control::run(&cli.global, ControlRequest::Rearm, a).await,
+                Command::Rejoin(args) => rejoin::run(&cli.global, args).await.map(|()| ExitCode::SUCCESS),
+                Command::Failover(args) => failover::run(&cli.global, args).await,
+            }
+        };
+        if !stops_on_signal {
+            return work.await;
+        }
+        tokio::select! {
+            r = work => r,
+            signal = stop_signal() => {
+                eprintln!("kdr: stopped by {signal}; the processes it started were stopped too");
+                Ok(ExitCode::from(if signal == "SIGINT" { 130 } else { 143 }))
+            }
         }
     });
     match result {

@@ -10,6 +10,8 @@ use kdr_core::backup::bundle::{BundleOptions, BundleSpec};
 use kdr_core::backup::etcd_source::EtcdSourceOptions;
 use kdr_core::backup::{BackupOptions, NoProgress, backup};
 use kdr_core::clock::SystemClock;
+use kdr_core::failover::{FileStateStore, Latch, PersistedState, StateStore};
+use kdr_core::runbook::{Claim, ClaimStore};
 use kdr_core::snapshot::ObjectStoreSnapshotStore;
 use kdr_core::testing::containers::{EtcdContainer, EtcdVersion};
 
@@ -134,6 +136,52 @@ async fn dry_run_prints_the_whole_plan_and_changes_nothing() {
     assert_eq!(plan["epoch"], 1);
     assert_eq!(plan["snapshot"]["id"], manifest.id.as_str());
     assert_eq!(plan["steps"].as_array().unwrap().len(), 8);
+
+    // The monitor's detector halted at epoch 1, which another standby has claimed since: without
+    // --epoch, kdr failover does not re-pick it but takes the newest claim + 1, and says why.
+    let monitor_dir = dir.path().join("monitor");
+    std::fs::create_dir_all(&monitor_dir).unwrap();
+    let halted = PersistedState {
+        epoch: 1,
+        latch: Latch::Halted { epoch: 1, reason: "promotion failed".into() },
+        ..Default::default()
+    };
+    FileStateStore::new(monitor_dir.join("detector-state.json")).save(&halted).unwrap();
+    let claims = ClaimStore::new(store.inner().clone(), "", "file");
+    let other = Claim {
+        epoch: 1,
+        holder: "master-3".into(),
+        host: "192.168.30.203".into(),
+        run_id: "run-of-master-3".into(),
+        claimed_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+        snapshot: None,
+    };
+    claims.claim(&other).await.unwrap();
+    let with_monitor = dir.path().join("kdr-monitor.toml");
+    let text = format!(
+        "{}[monitor]\nstate_dir = \"{}\"\n",
+        config(dir.path(), &url, &etcd_bin),
+        monitor_dir.display()
+    );
+    std::fs::write(&with_monitor, text).unwrap();
+    let (code, out, err) =
+        kdr(&["failover", "--config", with_monitor.to_str().unwrap(), "--dry-run", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["epoch"], 2, "{plan}");
+    let notes = plan["notes"].to_string();
+    assert!(notes.contains("detector epoch 1 is not used") && notes.contains("master-3"), "{notes}");
+    // Asked for explicitly, epoch 1 stays epoch 1: the plan says the claim step will refuse it,
+    // naming the claim and what to do.
+    let (code, out, err) =
+        kdr(&["failover", "--config", with_monitor.to_str().unwrap(), "--dry-run", "--epoch", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("epoch:       1 (requested)"), "{out}");
+    assert!(
+        out.contains("the claim step will refuse: epoch 1 cannot be promoted by this standby: epoch 1 already claimed by master-3")
+            && out.contains("it takes epoch 2"),
+        "{out}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<String> {

@@ -160,3 +160,98 @@ async fn restore_and_drill_with_exit_codes() {
     let out = text(&o);
     assert!(out.contains("FAILED") && out.contains("MISSED") && out.contains("pods"), "{out}");
 }
+
+/// Whether `pid` is gone (a zombie runs nothing: in a container an orphan may stay one).
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `kdr restore` with an etcdutl that hangs (a shell script with a background child): bounded by
+/// `[restore] etcdutl_timeout`, and stopped by SIGTERM (as the monitor stops a `kdr failover`),
+/// in both cases with every process it started. A real etcd (no Docker) makes the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_etcdutl_is_bounded_and_stopped_with_kdr() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd =
+        LocalEtcd::start(LocalEtcdOptions::new(dir.path().join("etcd")).binary(etcd_dir().join("etcd")))
+            .await
+            .unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let o = kdr(&["backup", "--store", &store, "--etcd-endpoint", etcd.client_url(), "--no-bundle"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    etcd.stop().await.unwrap();
+
+    let pids = dir.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let tool = dir.path().join("etcdutl");
+    std::fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = version ]; then echo \"etcdutl version: 3.5.16\"; exit 0; fi\n\
+             sleep 300 & echo $! > {p}/grandchild\necho $$ > {p}/tool\nwait\n",
+            p = pids.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("kdr.toml");
+    let restore = |timeout: &str| {
+        std::fs::write(&config, format!("[restore]\netcdutl_timeout = \"{timeout}\"\n")).unwrap();
+        for f in ["tool", "grandchild"] {
+            let _ = std::fs::remove_file(pids.join(f));
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kdr"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KDR_") || k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("KDR_ETCDUTL", &tool)
+            .arg("--config")
+            .arg(&config)
+            .args(["restore", "--store", &store, "--name", "m1", "--bundle-mode", "same-host"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--data-dir"])
+            .arg(dir.path().join(format!("restored-{timeout}")))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let started = |what: &str| {
+        let read = |f: &str| std::fs::read_to_string(pids.join(f)).map(|s| s.trim().to_owned());
+        wait_for(what, || read("tool").is_ok() && read("grandchild").is_ok());
+        (read("tool").unwrap(), read("grandchild").unwrap())
+    };
+
+    // The timeout: exit 1, the key to raise named, nothing left running.
+    let child = restore("1s");
+    let (tool_pid, grandchild) = started("the hung etcdutl (timeout)");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains("[restore] etcdutl_timeout") && text(&o).contains("timed out after 1s"),
+        "{}",
+        text(&o)
+    );
+    wait_for("the tool and its child to be gone after the timeout", || gone(&tool_pid) && gone(&grandchild));
+
+    // SIGTERM to kdr: exit 143, and the tool's whole group stopped with it.
+    let child = restore("10m");
+    let (tool_pid, grandchild) = started("the hung etcdutl (SIGTERM)");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 143, "{}", text(&o));
+    assert!(text(&o).contains("stopped by SIGTERM"), "{}", text(&o));
+    wait_for("the tool and its child to be gone after SIGTERM", || gone(&tool_pid) && gone(&grandchild));
+}

@@ -42,7 +42,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::bundle::{BundleOptions, BundleSpec, KUBERNETES_DIR};
-use crate::backup::etcd_source::{EtcdSourceOptions, EtcdTlsFiles};
+use crate::backup::etcd_source::{
+    DEFAULT_SNAPSHOT_IDLE_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT, EtcdSourceOptions, EtcdTlsFiles,
+};
 use crate::error::{Error, Result};
 use crate::snapshot::codec::{DEFAULT_ZSTD_LEVEL, EncodeOptions, EncryptionKey};
 use crate::snapshot::retention::RetentionPolicy;
@@ -152,11 +154,24 @@ pub struct EtcdConfig {
     pub key: Option<PathBuf>,
     /// Limit for connecting and for each request, in seconds (default 10).
     pub request_timeout_secs: u64,
+    /// A snapshot fails when etcd sends no data for this many seconds (default 60).
+    pub snapshot_idle_timeout_secs: u64,
+    /// A snapshot fails when its stream takes longer than this many seconds (default 7200; 0: no
+    /// limit).
+    pub snapshot_timeout_secs: u64,
 }
 
 impl Default for EtcdConfig {
     fn default() -> Self {
-        Self { endpoint: None, cacert: None, cert: None, key: None, request_timeout_secs: 10 }
+        Self {
+            endpoint: None,
+            cacert: None,
+            cert: None,
+            key: None,
+            request_timeout_secs: 10,
+            snapshot_idle_timeout_secs: DEFAULT_SNAPSHOT_IDLE_TIMEOUT.as_secs(),
+            snapshot_timeout_secs: DEFAULT_SNAPSHOT_TIMEOUT.as_secs(),
+        }
     }
 }
 
@@ -512,7 +527,82 @@ impl Config {
             key: self.etcd.key.clone(),
         };
         o.request_timeout = Duration::from_secs(self.etcd.request_timeout_secs.max(1));
+        o.snapshot_idle_timeout = Duration::from_secs(self.etcd.snapshot_idle_timeout_secs.max(1));
+        o.snapshot_timeout = (self.etcd.snapshot_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.etcd.snapshot_timeout_secs));
         Ok(o)
+    }
+
+    /// For a standby (`kdr-monitor` with the `standby` role): refuses a fence that cannot succeed
+    /// against a dead primary, and a fence named twice. `kdr-monitor check-config` and the
+    /// monitor's start run it (through [`crate::monitor::config::validate`]).
+    ///
+    /// The detector fails over only when the primary's machine looks dead, and the promotion
+    /// (`promote_command`, normally `kdr failover` on this file) fences it first with `[fence]`:
+    /// - `kind = "ssh"` needs the machine to answer, so every automatic failover would halt at
+    ///   the fence at 3 a.m. Refused unless `[fence] accept_no_automatic_failover_when_primary_is_down
+    ///   = true`, which keeps the ssh fence knowingly and logs a warning at every start.
+    /// - `kind = "exec"` (a power or cloud API) works without the machine; `kind = "none"` needs
+    ///   its own acknowledgement ([`crate::fence::FenceSettings::validate`]).
+    /// - `[monitor.standby] fence_command` is a second fence: with `[fence]` configured too, or
+    ///   with a `promote_command` that runs `kdr failover` (which fences again with `[fence]`,
+    ///   `ssh` by default), it is refused, naming both keys. Name the fence once, in `[fence]`.
+    pub fn check_automatic_failover_fence(&self) -> Result<()> {
+        let f = &self.fence;
+        let standby = &self.monitor.standby;
+        let exec_example = "kind = \"exec\" and command = [\"/usr/local/bin/fence-primary\"], a hook that powers the \
+                            machine off from outside it (IPMI: `ipmitool -I lanplus -H <bmc> -f /etc/kdr/ipmi.pass \
+                            chassis power off`; a cloud CLI: `aws ec2 stop-instances --force --instance-ids <id>`, \
+                            `gcloud compute instances stop <name>`); it gets KDR_FENCE_NODE, KDR_FENCE_HOST, KDR_EPOCH";
+        if !standby.fence_command.is_empty() {
+            let configured = *f != crate::fence::FenceSettings::default();
+            if configured || runs_kdr_failover(&standby.promote_command) {
+                let why = if configured {
+                    "[fence] is configured too"
+                } else {
+                    "promote_command runs `kdr failover`, which fences again with [fence] (default kind = \"ssh\", \
+                     which needs the dead machine to answer: the failover would halt)"
+                };
+                return Err(Error::config(
+                    "monitor.standby.fence_command and [fence]",
+                    format!(
+                        "the fence is named twice: monitor.standby.fence_command = {cmd:?} and {why}. Name it once, \
+                         in [fence]: kind = \"exec\", command = {cmd:?}; then remove monitor.standby.fence_command \
+                         and set [detector] fencing = \"none\" (kdr failover fences before it restores)",
+                        cmd = standby.fence_command
+                    ),
+                ));
+            }
+            // The operator's own promotion, fenced by the monitor's exec hook: [fence] is unused.
+            return Ok(());
+        }
+        let opted_out = f.accept_no_automatic_failover_when_primary_is_down;
+        match f.kind {
+            crate::fence::FenceKind::Ssh if !opted_out => Err(Error::config(
+                "fence.kind",
+                format!(
+                    "kind = \"ssh\" cannot fence a dead primary: an ssh fence needs the machine to answer, and \
+                     this standby fails over only when the machine looks dead, so every automatic failover \
+                     would halt at the fence. Use a fence that works without the machine: {exec_example}. \
+                     Or keep the ssh fence knowingly, with automatic failover only for a primary whose machine \
+                     still answers: accept_no_automatic_failover_when_primary_is_down = true"
+                ),
+            )),
+            crate::fence::FenceKind::Ssh => {
+                tracing::warn!(
+                    "[fence] kind = \"ssh\" with accept_no_automatic_failover_when_primary_is_down = true: if the \
+                     primary's machine dies, the automatic failover halts at the fence; an operator must power it \
+                     off and finish the promotion by hand. Configure kind = \"exec\" (IPMI, a cloud CLI) to fail \
+                     over on its own"
+                );
+                Ok(())
+            }
+            _ if opted_out => Err(Error::config(
+                "fence.accept_no_automatic_failover_when_primary_is_down",
+                format!("only applies to kind = \"ssh\", not kind = {:?}: remove it", kind_name(f.kind)),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The encryption key from `backup.encryption_key_file`, if set (read and validated now).
@@ -546,6 +636,20 @@ impl Config {
             kubernetes_dir: b.kubernetes_dir.clone(),
             kubeadm_config: b.kubeadm_config.clone(),
         })
+    }
+}
+
+/// Whether `argv` runs `kdr failover` (the program is `kdr`, wherever it is installed).
+fn runs_kdr_failover(argv: &[String]) -> bool {
+    argv.first().is_some_and(|p| Path::new(p).file_name().is_some_and(|n| n == "kdr"))
+        && argv.iter().skip(1).any(|a| a == "failover")
+}
+
+fn kind_name(kind: crate::fence::FenceKind) -> &'static str {
+    match kind {
+        crate::fence::FenceKind::Exec => "exec",
+        crate::fence::FenceKind::Ssh => "ssh",
+        crate::fence::FenceKind::None => "none",
     }
 }
 
@@ -594,6 +698,88 @@ mod tests {
             (c.promotion.old_primary_name.as_str(), c.monitor.standby.primary_name.as_str()),
             ("m1", "")
         );
+    }
+
+    /// A standby's config: probes and a promotion, plus `extra`.
+    fn standby(extra: &str) -> String {
+        format!(
+            "[monitor]\nroles = [\"standby\"]\n[detector]\nrequire_self_probe = false\n\
+             [monitor.standby]\napi_url = \"https://10.0.0.1:6443/healthz\"\nhost_tcp = \"10.0.0.1:22\"\n\
+             promote_command = [\"/usr/local/bin/kdr\", \"failover\", \"--config\", \"/etc/kdr/kdr.toml\"]\n{extra}"
+        )
+    }
+
+    fn check(text: &str) -> Result<()> {
+        crate::monitor::config::validate(&Config::from_toml(text, "kdr.toml")?)
+    }
+
+    #[test]
+    fn a_standby_refuses_the_ssh_fence_unless_told_it_halts_failovers_of_a_dead_primary() {
+        // The default [fence] is ssh.
+        let e = check(&standby("")).unwrap_err();
+        assert!(e.is_usage(), "{e}");
+        let msg = e.to_string();
+        for needle in [
+            "fence.kind",
+            "needs the machine to answer",
+            "kind = \"exec\"",
+            "ipmitool",
+            "aws ec2 stop-instances",
+            "accept_no_automatic_failover_when_primary_is_down = true",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing: {msg}");
+        }
+        check(&standby(
+            "[fence]\nkind = \"ssh\"\naccept_no_automatic_failover_when_primary_is_down = true\n",
+        ))
+        .unwrap();
+        check(&standby("[fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n")).unwrap();
+        check(&standby("[fence]\nkind = \"none\"\ni_accept_split_brain_risk = true\n")).unwrap();
+        // The opt-out is for the ssh fence only.
+        let e = check(&standby(
+            "[fence]\nkind = \"exec\"\ncommand = [\"/f\"]\naccept_no_automatic_failover_when_primary_is_down = true\n",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("fence.accept_no_automatic_failover_when_primary_is_down"), "{e}");
+        // A primary-only config keeps the ssh fence (kdr failover run by hand, machine up).
+        check("[monitor]\nroles = [\"primary\"]\n[store]\nurl = \"memory://\"\n[etcd]\nendpoint = \"http://127.0.0.1:2379\"\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_standby_refuses_a_fence_named_twice() {
+        // fence_command and a configured [fence].
+        let text = standby("[fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n")
+            .replace("require_self_probe = false\n", "require_self_probe = false\nfencing = \"required\"\n")
+            .replace("promote_command", "fence_command = [\"/usr/local/bin/fence-ipmi\"]\npromote_command");
+        let e = check(&text).unwrap_err();
+        let msg = e.to_string();
+        assert!(e.is_usage(), "{msg}");
+        assert!(
+            msg.contains("monitor.standby.fence_command")
+                && msg.contains("[fence]")
+                && msg.contains("named twice")
+                && msg.contains("fencing = \"none\""),
+            "{msg}"
+        );
+        // fence_command with the default [fence] and kdr failover as the promotion: kdr failover
+        // would ssh-fence the machine fence_command just powered off.
+        let text = standby("")
+            .replace("require_self_probe = false\n", "require_self_probe = false\nfencing = \"required\"\n")
+            .replace("promote_command", "fence_command = [\"/usr/local/bin/fence-ipmi\"]\npromote_command");
+        let msg = check(&text).unwrap_err().to_string();
+        assert!(
+            msg.contains("monitor.standby.fence_command")
+                && msg.contains("kdr failover")
+                && msg.contains("halt"),
+            "{msg}"
+        );
+        // fence_command with a promotion of the operator's own: the one fence, accepted.
+        let own = text.replace(
+            "[\"/usr/local/bin/kdr\", \"failover\", \"--config\", \"/etc/kdr/kdr.toml\"]",
+            "[\"/usr/local/bin/promote-standby\"]",
+        );
+        check(&own).unwrap();
     }
 
     #[test]

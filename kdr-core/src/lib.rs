@@ -30,7 +30,8 @@
 //! promotion, metrics).
 //!
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
-//! of reading the system clock.
+//! of reading the system clock. Every local child process is started through a crate-private
+//! `process` module: in its own process group, which a timeout or cancellation kills whole.
 //!
 //! # Features
 //! | feature | what it adds |
@@ -48,6 +49,7 @@ pub mod failover;
 pub mod fence;
 pub mod health;
 pub mod monitor;
+mod process;
 pub mod remote;
 pub mod restore;
 pub mod runbook;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::{Behaviour, HEALTHY, LOOPBACK, https_server, new_pki};
 use kdr_core::health::{
-    ApiServerProbe, HealthProbe, IcmpProbe, ProbeStatus, SelfProbe, TcpProbe, WitnessProbe, probe_bounded,
+    ApiServerProbe, HealthProbe, IcmpProbe, ProbeRole, ProbeStatus, SelfProbe, TcpProbe, WitnessProbe,
+    probe_bounded,
 };
 use kdr_core::remote::{CommandOutput, NodeRemote, RemoteCommand};
 use tokio::net::TcpListener;
@@ -96,7 +97,7 @@ async fn a_server_that_answers_after_the_timeout_is_down() {
     let probe = api(addr).ca_pem(pki.ca_pem.clone()).timeout(Duration::from_millis(400)).build().unwrap();
     let clock = kdr_core::clock::SystemClock;
     let started = kdr_core::clock::Clock::instant(&clock);
-    let r = probe_bounded(&probe).await;
+    let r = probe_bounded(&ProbeRole::Api, &probe).await;
     let took = kdr_core::clock::Clock::instant(&clock) - started;
     assert_eq!(r.status, ProbeStatus::Down, "{r:?}");
     assert!(r.detail.contains("no answer within 400ms"), "{r:?}");
@@ -211,19 +212,25 @@ async fn blackholed_addresses_are_down_within_the_timeout_needs_docker() {
     let started = kdr_core::clock::Clock::instant(&clock);
     let results = futures::future::join_all(
         [
-            Box::new(TcpProbe::new(format!("{}:6443", net.ip), timeout)) as Box<dyn HealthProbe>,
-            Box::new(IcmpProbe::new(net.ip, timeout)),
-            Box::new(SelfProbe::gateway(net.ip, timeout)),
-            Box::new(
-                ApiServerProbe::builder(format!("https://{}:6443/healthz", net.ip))
-                    .ca_pem(new_pki().ca_pem)
-                    .timeout(timeout)
-                    .build()
-                    .unwrap(),
+            (
+                ProbeRole::Host,
+                Box::new(TcpProbe::new(format!("{}:6443", net.ip), timeout)) as Box<dyn HealthProbe>,
+            ),
+            (ProbeRole::Host, Box::new(IcmpProbe::new(net.ip, timeout))),
+            (ProbeRole::SelfCheck, Box::new(SelfProbe::gateway(net.ip, timeout))),
+            (
+                ProbeRole::Api,
+                Box::new(
+                    ApiServerProbe::builder(format!("https://{}:6443/healthz", net.ip))
+                        .ca_pem(new_pki().ca_pem)
+                        .timeout(timeout)
+                        .build()
+                        .unwrap(),
+                ),
             ),
         ]
         .iter()
-        .map(|p| async move { (p.name().to_owned(), probe_bounded(p.as_ref()).await) }),
+        .map(|(role, p)| async move { (p.name().to_owned(), probe_bounded(role, p.as_ref()).await) }),
     )
     .await;
     let took = kdr_core::clock::Clock::instant(&clock) - started;

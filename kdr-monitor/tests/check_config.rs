@@ -38,3 +38,74 @@ fn the_example_file_checks_ok_and_an_unknown_section_exits_2_named() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("monitr in config file") && err.contains("unknown section"), "{err}");
 }
+
+/// A standby whose promotion is `kdr failover` on this file, with `fence` appended.
+fn standby_config(dir: &Path, fence: &str) -> PathBuf {
+    let path = dir.join("standby.toml");
+    let text = format!(
+        "[primary]\nname = \"master-1\"\naddress = \"10.0.0.1\"\n\
+         [detector]\nrequire_self_probe = false\n\
+         [monitor]\nroles = [\"standby\"]\n\
+         [monitor.standby]\napi_url = \"https://10.0.0.1:6443/healthz\"\nhost_tcp = \"10.0.0.1:22\"\n\
+         promote_command = [\"/usr/local/bin/kdr\", \"failover\", \"--config\", \"{}\", \"--epoch\", \"{{epoch}}\"]\n{fence}",
+        path.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_standby_with_the_default_ssh_fence_exits_2_naming_the_key_the_reason_and_the_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = check_config(&standby_config(dir.path(), ""));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for needle in [
+        "invalid fence.kind",
+        "an ssh fence needs the machine to answer",
+        "kind = \"exec\"",
+        "ipmitool",
+        "aws ec2 stop-instances",
+        "accept_no_automatic_failover_when_primary_is_down = true",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+
+    // The exec fence passes.
+    let o = check_config(&standby_config(
+        dir.path(),
+        "[fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n",
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The opt-out passes, with a warning (the monitor's start runs the same check and logs it).
+    let o = check_config(&standby_config(
+        dir.path(),
+        "[fence]\nkind = \"ssh\"\naccept_no_automatic_failover_when_primary_is_down = true\n",
+    ));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("WARN") && err.contains("the automatic failover halts at the fence"), "{err}");
+}
+
+#[test]
+fn a_standby_naming_its_fence_twice_exits_2_naming_both_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        standby_config(dir.path(), "[fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("promote_command", "fence_command = [\"/usr/local/bin/fence-ipmi\"]\npromote_command");
+    let text =
+        text.replace("require_self_probe = false\n", "require_self_probe = false\nfencing = \"required\"\n");
+    std::fs::write(&path, text).unwrap();
+    let o = check_config(&path);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("monitor.standby.fence_command")
+            && err.contains("[fence]")
+            && err.contains("named twice"),
+        "{err}"
+    );
+}

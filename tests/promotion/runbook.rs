@@ -297,8 +297,9 @@ async fn kubeadm_init_failure_is_a_command_error_naming_the_node() {
 mod common;
 
 use kdr_core::etcd::{EtcdutlRestorer, RestoreSpec};
+use kdr_core::fence::NoFence;
 use kdr_core::runbook::{
-    FlowRestore, HookSpec, HooksSettings, Journal, KubectlPostChecks, ParallelWorkerRecovery,
+    EpochRequest, FlowRestore, HookSpec, HooksSettings, Journal, KubectlPostChecks, ParallelWorkerRecovery,
     PostCheckSettings, PromotionMode, PromotionSettings, Runbook, RunbookParts, StepKind, StepStatus,
 };
 use kdr_core::snapshot::{Manifest, ObjectStoreSnapshotStore};
@@ -371,26 +372,7 @@ impl E2e {
             SshNodeContainer::start()
         )
         .unwrap();
-        cp.install_recorders(&["systemctl", "crictl"]).await.unwrap();
-        cp.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
-        cp.install_file("/usr/local/bin/kubectl", KUBECTL_STAND_IN.as_bytes(), 0o755).await.unwrap();
-        let operator_config = CLUSTER_CONFIGURATION.replace("192.168.30.200:6443", "192.168.30.202:6443");
-        cp.install_file("/etc/kdr/kubeadm-init.yaml", operator_config.as_bytes(), 0o600).await.unwrap();
-        let ready = |n: &str| {
-            format!(
-                r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
-            )
-        };
-        let nodes =
-            format!(r#"{{"items":[{},{},{}]}}"#, ready("master-2"), ready("worker-1"), ready("worker-2"));
-        cp.install_file("/etc/kdr-fake/nodes.json", nodes.as_bytes(), 0o644).await.unwrap();
-        // The pods the backup recorded, by name, plus the new primary's own static pod.
-        let pods = br#"{"items":[{"metadata":{"namespace":"default","name":"web-1"}},
-            {"metadata":{"namespace":"default","name":"web-2"}},
-            {"metadata":{"namespace":"kube-system","name":"etcd-master-2"}}]}"#;
-        cp.install_file("/etc/kdr-fake/pods.json", pods, 0o644).await.unwrap();
-        let members = br#"{"members":[{"ID":10501334649042878790,"name":"master-2","peerURLs":["https://192.168.30.202:2380"]}]}"#;
-        cp.install_file("/etc/kdr-fake/members.json", members, 0o644).await.unwrap();
+        Self::prepare_cp(&cp, "master-2", "192.168.30.202").await;
         old.install_recorders(&["systemctl", "crictl"]).await.unwrap();
         old.install_file("/etc/kubernetes/manifests/kube-apiserver.yaml", b"old\n", 0o600).await.unwrap();
         for w in [&w1, &w2] {
@@ -402,14 +384,49 @@ impl E2e {
         Self { tmp, _etcd: etcd, store, objects, prefix, manifest, cp, old, w1, w2, etcd_bin }
     }
 
+    /// The stand-ins and fake API answers on a control-plane node `name` at `address` (the
+    /// standby, or the rebuilt primary in same-host mode).
+    async fn prepare_cp(cp: &SshNodeContainer, name: &str, address: &str) {
+        cp.install_recorders(&["systemctl", "crictl"]).await.unwrap();
+        cp.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
+        let kubectl = KUBECTL_STAND_IN.replace("192.168.30.202", address);
+        cp.install_file("/usr/local/bin/kubectl", kubectl.as_bytes(), 0o755).await.unwrap();
+        let operator_config =
+            CLUSTER_CONFIGURATION.replace("192.168.30.200:6443", &format!("{address}:6443"));
+        cp.install_file("/etc/kdr/kubeadm-init.yaml", operator_config.as_bytes(), 0o600).await.unwrap();
+        let ready = |n: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+            )
+        };
+        let nodes = format!(r#"{{"items":[{},{},{}]}}"#, ready(name), ready("worker-1"), ready("worker-2"));
+        cp.install_file("/etc/kdr-fake/nodes.json", nodes.as_bytes(), 0o644).await.unwrap();
+        // The pods the backup recorded, by name, plus the new primary's own static pod.
+        let pods = format!(
+            r#"{{"items":[{{"metadata":{{"namespace":"default","name":"web-1"}}}},
+            {{"metadata":{{"namespace":"default","name":"web-2"}}}},
+            {{"metadata":{{"namespace":"kube-system","name":"etcd-{name}"}}}}]}}"#
+        );
+        cp.install_file("/etc/kdr-fake/pods.json", pods.as_bytes(), 0o644).await.unwrap();
+        let members = format!(
+            r#"{{"members":[{{"ID":10501334649042878790,"name":"{name}","peerURLs":["https://{address}:2380"]}}]}}"#
+        );
+        cp.install_file("/etc/kdr-fake/members.json", members.as_bytes(), 0o644).await.unwrap();
+    }
+
     fn settings(&self) -> PromotionSettings {
+        self.settings_in(self.tmp.path())
+    }
+
+    /// The settings of a standby whose state (journals, restored files) lives under `base`.
+    fn settings_in(&self, base: &std::path::Path) -> PromotionSettings {
         PromotionSettings {
             node_name: "master-2".into(),
             advertise_address: "192.168.30.202".into(),
             old_primary_name: "master-1".into(),
             old_primary_address: "192.168.30.200".into(),
-            state_dir: self.tmp.path().join("state"),
-            bundle_dir: self.tmp.path().join("staged-bundle"),
+            state_dir: base.join("state"),
+            bundle_dir: base.join("staged-bundle"),
             checks: PostCheckSettings {
                 timeout: Duration::from_secs(20),
                 poll_interval: Duration::from_millis(200),
@@ -421,6 +438,11 @@ impl E2e {
 
     fn root(&self) -> std::path::PathBuf {
         self.tmp.path().join("root")
+    }
+
+    /// Restored files go under `<state_dir>/../root`.
+    fn root_of(settings: &PromotionSettings) -> std::path::PathBuf {
+        settings.state_dir.parent().unwrap().join("root")
     }
 
     fn data_dir(&self) -> std::path::PathBuf {
@@ -439,8 +461,25 @@ impl E2e {
         Journal::load(&Journal::path_for(&self.settings().state_dir, 1)).unwrap()
     }
 
+    fn ssh_fencer(&self) -> Arc<dyn Fencer> {
+        Arc::new(SshFencer::new(
+            remote(&self.old, "master-1"),
+            "/etc/kubernetes/manifests",
+            Duration::from_secs(20),
+        ))
+    }
+
     fn runbook(&self) -> Runbook {
-        let settings = self.settings();
+        self.runbook_with(self.settings(), &self.cp, self.ssh_fencer())
+    }
+
+    /// A runbook with `settings` on the control-plane node `cp`, fencing with `fencer`.
+    fn runbook_with(
+        &self,
+        settings: PromotionSettings,
+        cp: &SshNodeContainer,
+        fencer: Arc<dyn Fencer>,
+    ) -> Runbook {
         let hooks = HooksSettings {
             pre: vec![],
             post: vec![HookSpec::exec(vec![
@@ -450,7 +489,11 @@ impl E2e {
             ])],
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let member = RestoreSpec::new("master-2", "https://192.168.30.202:2380", self.data_dir());
+        let member = RestoreSpec::new(
+            &settings.node_name,
+            format!("https://{}:2380", settings.advertise_address),
+            Self::root_of(&settings).join("var/lib/etcd"),
+        );
         let restorer = EtcdutlRestorer::new()
             .with_etcdutl(self.etcd_bin.join("etcdutl"))
             .with_etcdctl(self.etcd_bin.join("etcdctl"));
@@ -460,15 +503,15 @@ impl E2e {
             clock.clone(),
             member,
             "test",
-            PromotionMode::NewHost,
-            self.root(),
+            settings.mode,
+            Self::root_of(&settings),
             &settings.bundle_dir,
             &settings.state_dir,
             None,
         );
         let kubeadm =
             KubeadmSettings { config_file: Some("/etc/kdr/kubeadm-init.yaml".into()), ..Default::default() };
-        let cp_remote = remote(&self.cp, "master-2");
+        let cp_remote = remote(cp, &settings.node_name);
         let workers = ParallelWorkerRecovery::new(
             vec![
                 WorkerTarget { name: "worker-1".into(), remote: remote(&self.w1, "worker-1") },
@@ -483,18 +526,12 @@ impl E2e {
             hooks,
             claims: self.claims(),
             snapshots: self.store.clone(),
-            fencer: Arc::new(SshFencer::new(
-                remote(&self.old, "master-1"),
-                "/etc/kubernetes/manifests",
-                Duration::from_secs(20),
-            )),
+            fencer,
             restore: Arc::new(restore),
-            control_plane: Arc::new(KubeadmInit::new(
-                kubeadm,
-                settings.this_node(),
-                settings.old_primary(),
-                cp_remote.clone(),
-            )),
+            control_plane: Arc::new(
+                KubeadmInit::new(kubeadm, settings.this_node(), settings.old_primary(), cp_remote.clone())
+                    .same_host(settings.mode == PromotionMode::SameHost),
+            ),
             workers: Arc::new(workers),
             checks: Arc::new(KubectlPostChecks::new(cp_remote, settings.checks.clone())),
             clock,
@@ -638,4 +675,103 @@ async fn crash_during_init_and_a_failed_worker_resume_without_repeating_anything
         .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(siblings, ["etcd"], "{siblings:?}");
+}
+
+/// The second failover in a cluster's life (issue 15): after a first promotion took epoch 1, the
+/// standby is rebuilt (a fresh node, an empty state dir, a detector starting from epoch 0). The
+/// epoch it asks for is refused with what to do; `kdr failover` without --epoch promotes epoch 2.
+#[tokio::test]
+async fn a_rebuilt_standby_promotes_epoch_2_after_a_first_failover_took_epoch_1() {
+    let e = E2e::start().await;
+    let first = e.runbook().run(None).await.unwrap();
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(first.epoch, 1);
+
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = SshNodeContainer::start().await.unwrap();
+    E2e::prepare_cp(&rebuilt, "master-2", "192.168.30.202").await;
+    let settings = e.settings_in(rebuilt_dir.path());
+    let runbook = || e.runbook_with(settings.clone(), &rebuilt, e.ssh_fencer());
+
+    // What its fresh detector would have asked for: epoch 1, refused before any node is touched.
+    let err = runbook().run(Some(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    let msg = err.to_string();
+    for expected in [
+        "epoch 1 already claimed by master-2 on 192.168.30.202",
+        "`kdr failover` without --epoch: it takes epoch 2",
+        "`kdr rearm`",
+    ] {
+        assert!(msg.contains(expected), "lacks {expected:?}: {msg}");
+    }
+    assert!(rebuilt.recorded_calls().await.unwrap().is_empty(), "nothing ran on the rebuilt node");
+    assert_eq!(E2e::count(&e.old, "systemctl stop kubelet").await, 1, "fenced once, by the first failover");
+
+    // The dry run and `kdr failover` without --epoch (the detector's halted epoch 1 is not used).
+    assert_eq!(runbook().plan(None).await.unwrap().epoch, 2);
+    let report = runbook().run_for(EpochRequest::Detector(1)).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(report.epoch, 2);
+    assert!(report.notes.iter().any(|n| n.contains("detector epoch 1 is not used")), "{:?}", report.notes);
+    let journal = Journal::load(&Journal::path_for(&settings.state_dir, 2)).unwrap();
+    assert!(journal.is_complete());
+    let claim = e.claims().get(2).await.unwrap().unwrap();
+    assert_eq!(claim.run_id, journal.data().run_id, "epoch 2 is the rebuilt standby's");
+    assert_eq!(e.claims().newest().await.unwrap().unwrap().epoch, 2);
+    assert!(
+        Journal::load(&Journal::path_for(&settings.state_dir, 1)).unwrap().is_abandoned(),
+        "kept, given up"
+    );
+    assert_eq!(E2e::count(&rebuilt, KUBEADM_INIT).await, 1);
+    assert_eq!(E2e::count(&e.old, "systemctl stop kubelet").await, 2, "fenced again for epoch 2");
+}
+
+/// Seeds 001/004: the primary rebuilt with its old name and IP promotes itself. The SSH fence
+/// would stop this very node: refused before it runs. Without a fence (the old machine is this
+/// one), the promotion completes and keeps this node's own Node and etcd member.
+#[tokio::test]
+async fn same_host_promotion_refuses_fencing_itself_and_keeps_its_own_node_and_member() {
+    let e = E2e::start().await;
+    let node = SshNodeContainer::start().await.unwrap();
+    E2e::prepare_cp(&node, "master-1", "192.168.30.200").await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = PromotionSettings {
+        node_name: "master-1".into(),
+        advertise_address: "192.168.30.200".into(),
+        mode: PromotionMode::SameHost,
+        ..e.settings_in(dir.path())
+    };
+
+    let err =
+        e.runbook_with(settings.clone(), &node, e.ssh_fencer()).run(None).await.unwrap_err().to_string();
+    assert!(err.contains("stopped at step fence"), "{err}");
+    assert!(
+        err.contains("refusing to fence master-1 (192.168.30.200) for epoch 1: its node name \"master-1\" is this node's"),
+        "{err}"
+    );
+    assert!(e.old.recorded_calls().await.unwrap().is_empty(), "the ssh fence never ran");
+    assert!(node.recorded_calls().await.unwrap().is_empty());
+
+    // What the same-host restore puts back on the real node (here it restores under a temp root).
+    node.install_file("/etc/kubernetes/admin.conf", b"restored\n", 0o600).await.unwrap();
+    let no_fence: Arc<dyn Fencer> = Arc::new(NoFence::i_accept_split_brain_risk());
+    let plan = e.runbook_with(settings.clone(), &node, no_fence.clone()).plan(None).await.unwrap();
+    let text = plan.to_string();
+    assert!(text.contains("old-primary-node: skipped") && !text.contains("delete node"), "{text}");
+    let report = e.runbook_with(settings.clone(), &node, no_fence).run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    let by = |n: &str| report.checks.iter().find(|c| c.name == n).unwrap().clone();
+    assert!(by("nodes-ready").ok, "this node waited for, not skipped: {:?}", by("nodes-ready"));
+    for name in ["old-primary-node", "old-primary-etcd-member"] {
+        let c = by(name);
+        assert!(c.ok && c.detail.starts_with("skipped: the old primary master-1 is this node"), "{c:?}");
+    }
+    let calls = node.recorded_calls().await.unwrap();
+    assert!(!calls.iter().any(|c| c.contains("delete node")), "{calls:?}");
+    assert!(!calls.iter().any(|c| c.contains("member list") || c.contains("member remove")), "{calls:?}");
+    assert!(calls.iter().any(|c| c == "systemctl restart kubelet"), "same-host init: {calls:?}");
+    // The journal records the skipped clean-up.
+    let journal = Journal::load(&Journal::path_for(&settings.state_dir, 1)).unwrap();
+    let recorded = journal.record(StepKind::PostChecks).unwrap().result.as_ref().unwrap().to_string();
+    assert!(recorded.contains("skipped: the old primary master-1 is this node"), "{recorded}");
 }

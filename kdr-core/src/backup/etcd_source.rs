@@ -9,13 +9,19 @@
 //! 32-byte trailer (so the stored file is exactly what `etcdctl snapshot save` writes and
 //! `etcdutl snapshot restore` verifies), and fails with [`Error::Integrity`] if the trailer does
 //! not match.
+//!
+//! The stream is bounded twice ([`EtcdSourceOptions`]): a member that sends nothing for
+//! `snapshot_idle_timeout` (alive enough for keep-alives, stuck otherwise) and a stream that is
+//! still running after `snapshot_timeout` both end it with [`Error::Timeout`] naming the endpoint.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -49,9 +55,20 @@ pub struct EtcdSourceOptions {
     /// TLS files (required for `https://` with client-cert auth, as kubeadm sets up).
     pub tls: EtcdTlsFiles,
     /// Limit for connecting and for each unary request (default 10 s). The snapshot stream has
-    /// no overall limit (it can take minutes); a dead member is noticed by keep-alives.
+    /// its own limits, below; a dead member is noticed sooner by keep-alives.
     pub request_timeout: Duration,
+    /// The snapshot fails when etcd sends no data for this long (default 60 s). Only time spent
+    /// waiting on etcd counts, not time the consumer (a slow upload) takes.
+    pub snapshot_idle_timeout: Duration,
+    /// The snapshot fails when the whole stream, from its start, takes longer than this (default
+    /// 2 h; `None`: no limit). A stream that long holds etcd's read transaction open all along.
+    pub snapshot_timeout: Option<Duration>,
 }
+
+/// The default of [`EtcdSourceOptions::snapshot_idle_timeout`].
+pub const DEFAULT_SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default of [`EtcdSourceOptions::snapshot_timeout`].
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 
 impl EtcdSourceOptions {
     /// Options for `endpoint` with defaults.
@@ -60,6 +77,8 @@ impl EtcdSourceOptions {
             endpoint: endpoint.into(),
             tls: EtcdTlsFiles::default(),
             request_timeout: Duration::from_secs(10),
+            snapshot_idle_timeout: DEFAULT_SNAPSHOT_IDLE_TIMEOUT,
+            snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
         }
     }
 }
@@ -371,60 +390,112 @@ impl EtcdSource {
     /// Starts the Snapshot RPC. See the [module docs](self) for what the stream yields.
     pub async fn snapshot(&self) -> Result<SnapshotStream> {
         let mut mc = self.client.maintenance_client();
-        let endpoint = self.opts.endpoint.clone();
-        let https = endpoint.starts_with("https");
         let streaming = self.unary("starting the snapshot", mc.snapshot()).await?;
+        let chunks = futures::stream::unfold(streaming, |mut s| async move {
+            match s.message().await {
+                Ok(Some(msg)) => Some((Ok(Bytes::copy_from_slice(msg.blob())), s)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), s)),
+            }
+        })
+        .boxed();
+        Ok(TrailerState::stream(chunks, &self.opts))
+    }
+}
+
+/// The messages of the Snapshot RPC, as they arrive.
+type Chunks = BoxStream<'static, std::result::Result<Bytes, etcd_client::Error>>;
+
+struct TrailerState {
+    chunks: Option<Chunks>,
+    held: Option<Bytes>,
+    hasher: TrailerHasher,
+    digest_tx: Option<oneshot::Sender<SnapshotDigest>>,
+    endpoint: String,
+    https: bool,
+    idle: Duration,
+    /// Fires `snapshot_timeout` after the stream started, with that limit.
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
+}
+
+impl TrailerState {
+    /// The stream of `chunks` (the RPC's messages) with the trailer held back and checked, and
+    /// the limits of `opts`.
+    fn stream(chunks: Chunks, opts: &EtcdSourceOptions) -> SnapshotStream {
         let (tx, rx) = oneshot::channel();
-        let state = TrailerState {
-            streaming: Some(streaming),
+        let state = Self {
+            chunks: Some(chunks),
             held: None,
             hasher: TrailerHasher::new(),
             digest_tx: Some(tx),
-            endpoint,
-            https,
+            endpoint: opts.endpoint.clone(),
+            https: opts.endpoint.starts_with("https"),
+            idle: opts.snapshot_idle_timeout,
+            deadline: opts.snapshot_timeout.map(|t| (Box::pin(tokio::time::sleep(t)), t)),
         };
         let stream = futures::stream::unfold(state, |mut st| async move {
             let item = st.next_item().await?;
             Some((item, st))
         })
         .boxed();
-        Ok(SnapshotStream { stream, digest: rx })
+        SnapshotStream { stream, digest: rx }
     }
-}
 
-struct TrailerState {
-    streaming: Option<etcd_client::SnapshotStreaming>,
-    held: Option<Bytes>,
-    hasher: TrailerHasher,
-    digest_tx: Option<oneshot::Sender<SnapshotDigest>>,
-    endpoint: String,
-    https: bool,
-}
-
-impl TrailerState {
     /// The next chunk to yield, the final error, or `None` when done.
     async fn next_item(&mut self) -> Option<Result<Bytes>> {
         loop {
-            let streaming = self.streaming.as_mut()?;
-            match streaming.message().await {
-                Ok(Some(msg)) => {
-                    let blob = Bytes::copy_from_slice(msg.blob());
+            let chunks = self.chunks.as_mut()?;
+            let next = tokio::time::timeout(self.idle, chunks.next());
+            let next = match &mut self.deadline {
+                Some((deadline, total)) => tokio::select! {
+                    biased;
+                    () = deadline.as_mut() => Err(*total),
+                    next = next => Ok(next),
+                },
+                None => Ok(next.await),
+            };
+            match next {
+                Ok(Ok(Some(Ok(blob)))) => {
                     if let Some(prev) = self.held.replace(blob) {
                         self.hasher.update(&prev);
                         return Some(Ok(prev));
                     }
                 }
-                Ok(None) => {
-                    self.streaming = None;
+                Ok(Ok(None)) => {
+                    self.chunks = None;
                     return Some(self.finish());
                 }
-                Err(e) => {
-                    self.streaming = None;
+                Ok(Ok(Some(Err(e)))) => {
+                    self.chunks = None;
                     let mut err = unreachable(&self.endpoint, self.https, "streaming the snapshot", &e);
                     if let Error::Unavailable { what, .. } = &mut err {
                         *what = format!("{what} (stream broke after {} bytes)", self.hasher.size());
                     }
                     return Some(Err(err));
+                }
+                Ok(Err(_idle)) => {
+                    self.chunks = None;
+                    return Some(Err(Error::Timeout {
+                        what: format!(
+                            "waiting for snapshot data from etcd at {} (nothing more after {} bytes; check the \
+                             member's load and disk, or raise [etcd] snapshot_idle_timeout_secs)",
+                            self.endpoint,
+                            self.hasher.size()
+                        ),
+                        after: self.idle,
+                    }));
+                }
+                Err(total) => {
+                    self.chunks = None;
+                    return Some(Err(Error::Timeout {
+                        what: format!(
+                            "streaming the snapshot from etcd at {} ({} bytes read; raise [etcd] \
+                             snapshot_timeout_secs, or back up a less loaded member)",
+                            self.endpoint,
+                            self.hasher.size()
+                        ),
+                        after: total,
+                    }));
                 }
             }
         }
@@ -530,6 +601,73 @@ mod tests {
         ] {
             assert_eq!(pod_name_of(not_a_pod), None, "{}", String::from_utf8_lossy(not_a_pod));
         }
+    }
+
+    fn opts(idle_s: u64, total_s: Option<u64>) -> EtcdSourceOptions {
+        let mut o = EtcdSourceOptions::new("https://10.0.0.1:2379");
+        o.snapshot_idle_timeout = Duration::from_secs(idle_s);
+        o.snapshot_timeout = total_s.map(Duration::from_secs);
+        o
+    }
+
+    /// `n` chunks of `data`, one every `every`, then (if `hang`) nothing, forever.
+    fn chunks(n: usize, every: Duration, hang: bool) -> Chunks {
+        let sent = futures::stream::iter(0..n).then(move |_| async move {
+            tokio::time::sleep(every).await;
+            Ok(Bytes::from_static(b"data"))
+        });
+        if hang { sent.chain(futures::stream::pending()).boxed() } else { sent.boxed() }
+    }
+
+    async fn drain(mut s: SnapshotStream) -> (usize, Result<()>) {
+        let mut n = 0;
+        while let Some(item) = s.stream.next().await {
+            match item {
+                Ok(b) => n += b.len(),
+                Err(e) => return (n, Err(e)),
+            }
+        }
+        (n, Ok(()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_that_stops_sending_fails_the_snapshot_naming_it() {
+        let s = TrailerState::stream(chunks(3, Duration::from_secs(1), true), &opts(60, None));
+        let (n, r) = drain(s).await;
+        assert_eq!(n, 8, "the chunks before the stall were yielded (the last one held back)");
+        let e = r.unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Timeout { after, .. } if after == Duration::from_secs(60)), "{msg}");
+        assert!(
+            msg.contains("https://10.0.0.1:2379")
+                && msg.contains("snapshot_idle_timeout_secs")
+                && msg.contains("after 8 bytes"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_steady_member_is_bounded_by_the_total_timeout() {
+        // A chunk every 30 s never trips the 60 s idle limit; the 100 s total does.
+        let s = TrailerState::stream(chunks(1000, Duration::from_secs(30), false), &opts(60, Some(100)));
+        let (_, r) = drain(s).await;
+        let e = r.unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Timeout { after, .. } if after == Duration::from_secs(100)), "{msg}");
+        assert!(msg.contains("https://10.0.0.1:2379") && msg.contains("snapshot_timeout_secs"), "{msg}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_does_not_count_as_an_idle_member() {
+        let mut s = TrailerState::stream(chunks(3, Duration::ZERO, false), &opts(1, None));
+        assert!(s.stream.next().await.unwrap().is_ok());
+        // The upload is slow: the stream is not polled for far longer than the idle limit.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // The last chunk is where the trailer goes: 4 bytes is not a 32-byte trailer, but the
+        // error is about that, not about a timeout.
+        assert!(s.stream.next().await.unwrap().is_ok());
+        let e = s.stream.next().await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::Integrity { .. }), "{e}");
     }
 
     #[tokio::test]

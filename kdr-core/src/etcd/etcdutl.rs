@@ -2,12 +2,20 @@
 //! for etcd 3.4, which has no etcdutl.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::process::Command;
 
 use super::{EtcdRestorer, RestorePlan, RestoreSpec, RestoreTool};
 use crate::error::{Error, Result};
+use crate::process::{GroupChild, TimedOut};
+
+/// How long a restore may take by default: etcd's database is at most 8 GiB (its quota's
+/// maximum), which etcdutl rewrites in a few minutes on any disk a control plane runs on.
+pub const DEFAULT_RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `<tool> version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The first etcdutl release with `--bump-revision` and `--mark-compacted`.
 const BUMP_SINCE: (u32, u32, u32) = (3, 5, 10);
@@ -18,10 +26,16 @@ const BUMP_SINCE: (u32, u32, u32) = (3, 5, 10);
 ///
 /// Binaries are looked up on `PATH` unless set with [`with_etcdutl`](Self::with_etcdutl),
 /// [`with_etcdctl`](Self::with_etcdctl) or [`with_bin_dir`](Self::with_bin_dir).
+///
+/// The restore may take [`DEFAULT_RESTORE_TIMEOUT`] unless set with
+/// [`with_timeout`](Self::with_timeout) (`[restore] etcdutl_timeout`); past it the tool and every
+/// process it started are killed, its partial data dir is removed, and the error is
+/// [`Error::Timeout`] naming the key to raise.
 #[derive(Clone, Debug)]
 pub struct EtcdutlRestorer {
     etcdutl: PathBuf,
     etcdctl: PathBuf,
+    timeout: Duration,
     /// The tool found by the first [`detect`](Self::detect) (a plan and its restore run it once).
     detected: tokio::sync::OnceCell<RestoreTool>,
 }
@@ -31,6 +45,7 @@ impl Default for EtcdutlRestorer {
         Self {
             etcdutl: PathBuf::from("etcdutl"),
             etcdctl: PathBuf::from("etcdctl"),
+            timeout: DEFAULT_RESTORE_TIMEOUT,
             detected: tokio::sync::OnceCell::new(),
         }
     }
@@ -53,6 +68,12 @@ impl EtcdutlRestorer {
     pub fn with_etcdctl(mut self, path: impl Into<PathBuf>) -> Self {
         self.etcdctl = path.into();
         self.detected = tokio::sync::OnceCell::new();
+        self
+    }
+
+    /// Allows the restore tool `timeout` (default [`DEFAULT_RESTORE_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 
@@ -172,25 +193,34 @@ impl EtcdRestorer for EtcdutlRestorer {
         let program = match &plan.tool {
             RestoreTool::Etcdutl { path, .. } | RestoreTool::Etcdctl { path, .. } => path.clone(),
         };
-        tracing::info!(command = %plan.command, "restoring etcd snapshot");
-        let output = Command::new(&program)
-            .args(&args)
+        tracing::info!(command = %plan.command, timeout = ?self.timeout, "restoring etcd snapshot");
+        let mut cmd = Command::new(&program);
+        cmd.args(&args)
             .env("ETCDCTL_API", "3")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output()
-            .await;
+            .stderr(Stdio::piped());
+        let output = match GroupChild::spawn(&mut cmd) {
+            Ok(child) => child.output(None, self.timeout).await,
+            Err(e) => Ok(Err(e)),
+        };
         let failure = match output {
-            Ok(out) if out.status.success() => return Ok(plan),
-            Ok(out) => Error::CommandFailed {
+            Ok(Ok(out)) if out.status.success() => return Ok(plan),
+            Ok(Ok(out)) => Error::CommandFailed {
                 host: "localhost".into(),
                 command: plan.command.clone(),
                 exit_code: out.status.code(),
                 stderr: tail(&out.stderr, &out.stdout),
             },
-            Err(e) => Error::io(format!("cannot run {}", program.display()), e),
+            Ok(Err(e)) => Error::io(format!("cannot run {}", program.display()), e),
+            Err(TimedOut) => Error::Timeout {
+                what: format!(
+                    "restoring with `{}` (killed with every process it started; for a large snapshot or a \
+                     slow disk raise [restore] etcdutl_timeout)",
+                    plan.command
+                ),
+                after: self.timeout,
+            },
         };
         // The dir did not exist before this call: whatever is there now is the tool's partial output.
         if tokio::fs::symlink_metadata(&spec.data_dir).await.is_ok()
@@ -204,17 +234,26 @@ impl EtcdRestorer for EtcdutlRestorer {
 
 /// Runs `<bin> version` and reads `<name> version: X.Y.Z`; `None` if the binary is not there.
 async fn tool_version(bin: &Path, name: &str) -> Result<Option<String>> {
-    let out = match Command::new(bin)
-        .arg("version")
+    let mut cmd = Command::new(bin);
+    cmd.arg("version")
         .env("ETCDCTL_API", "3")
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-    {
-        Ok(out) => out,
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = match GroupChild::spawn(&mut cmd) {
+        Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("cannot run {} version", bin.display()), e)),
+    };
+    let out = match child.output(None, VERSION_TIMEOUT).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(Error::io(format!("cannot run {} version", bin.display()), e)),
+        Err(TimedOut) => {
+            return Err(Error::Timeout {
+                what: format!("`{} version`", bin.display()),
+                after: VERSION_TIMEOUT,
+            });
+        }
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let prefix = format!("{name} version:");
@@ -332,6 +371,45 @@ mod tests {
         let msg = e.to_string();
         assert!(matches!(e, Error::NotFound { .. }), "{msg}");
         assert!(msg.contains("/nonexistent-kdr-dir/etcdutl") && msg.contains("etcdctl"), "{msg}");
+    }
+
+    /// A stand-in for `tool` (etcdutl or etcdctl) in `dir`: answers `version`, and on `snapshot
+    /// restore SNAP --data-dir DIR ...` starts writing DIR, backgrounds a child (its pid in
+    /// `DIR.pid`) and hangs, as a restore stuck on a slow disk would.
+    fn slow_tool(dir: &Path, tool: &str, version: &str) {
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = version ]; then echo \"{tool} version: {version}\"; exit 0; fi\n\
+             mkdir -p \"$5/member\"; echo partial > \"$5/member/db\"\n\
+             sleep 300 & echo $! > \"$5.pid\"\nsleep 300\n"
+        );
+        let path = dir.join(tool);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hung_restore_is_killed_with_its_children_and_its_output_removed() {
+        for (tool, version) in [("etcdutl", "3.5.16"), ("etcdctl", "3.4.23")] {
+            let bin = tempfile::tempdir().unwrap();
+            slow_tool(bin.path(), tool, version);
+            let work = tempfile::tempdir().unwrap();
+            let snapshot = work.path().join("s.db");
+            std::fs::write(&snapshot, b"db").unwrap();
+            let target = work.path().join("etcd");
+            let r = EtcdutlRestorer::new().with_bin_dir(bin.path()).with_timeout(Duration::from_secs(1));
+            let e = r
+                .restore(&snapshot, &RestoreSpec::new("m1", "http://127.0.0.1:2380", &target))
+                .await
+                .unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, Error::Timeout { .. }), "{tool}: {msg}");
+            assert!(msg.contains("[restore] etcdutl_timeout") && msg.contains("timed out after 1s"), "{msg}");
+            assert!(msg.contains(&format!("{} snapshot restore", bin.path().join(tool).display())), "{msg}");
+            let pid = crate::process::tests::pid_in(&work.path().join("etcd.pid")).await;
+            assert!(crate::process::tests::wait_gone(pid).await, "{tool}'s child {pid} outlived the timeout");
+            assert!(!target.exists(), "{tool}: the partial data dir was left behind");
+        }
     }
 
     #[tokio::test]

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::process::GroupChild;
 
 /// What etcd logs once it serves clients (3.4 in plain text, 3.5 in JSON).
 const READY_LINE: &str = "ready to serve client requests";
@@ -58,10 +59,10 @@ impl LocalEtcdOptions {
 }
 
 /// A running throwaway etcd on 127.0.0.1. Stop it with [`stop`](Self::stop); dropping it kills
-/// the process.
+/// the process (and anything it started: it runs in its own process group).
 #[derive(Debug)]
 pub struct LocalEtcd {
-    child: Child,
+    child: GroupChild,
     client_url: String,
     peer_url: String,
     data_dir: PathBuf,
@@ -110,18 +111,14 @@ impl LocalEtcd {
             "--election-timeout=100".into(),
         ];
         let command = format!("{} {}", opts.binary.display(), args.join(" "));
-        let mut child = Command::new(&opts.binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+        let mut cmd = Command::new(&opts.binary);
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = GroupChild::spawn(&mut cmd)
             .map_err(|e| Error::io(format!("cannot start {}", opts.binary.display()), e))?;
 
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL_LINES)));
         let (ready_tx, ready_rx) = oneshot::channel();
-        let stderr = child.stderr.take().ok_or_else(|| Error::refused("etcd's stderr was not captured"))?;
+        let stderr = child.take_stderr().ok_or_else(|| Error::refused("etcd's stderr was not captured"))?;
         tokio::spawn(drain_log(stderr, Arc::clone(&log), ready_tx));
 
         let waited = tokio::time::timeout(opts.start_timeout, async {
@@ -148,7 +145,7 @@ impl LocalEtcd {
                 })
             }
             Err(_) => {
-                let _ = child.kill().await;
+                child.kill().await;
                 tracing::warn!(log = %tail(&log), "etcd did not become ready");
                 Err(Error::Timeout { what: format!("starting `{command}`"), after: opts.start_timeout })
             }
@@ -187,16 +184,16 @@ impl LocalEtcd {
         })
     }
 
-    /// Stops etcd: SIGTERM, then SIGKILL after 10 s. Its data dir is left as it is.
+    /// Stops etcd: SIGTERM, then SIGKILL (to its whole process group) after 10 s. Its data dir
+    /// is left as it is.
     pub async fn stop(mut self) -> Result<()> {
-        if let Some(pid) = self.child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            if let Ok(status) = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
-                status.map_err(|e| Error::io("cannot wait for local etcd to exit", e))?;
-                return Ok(());
-            }
+        self.child.signal_group(rustix::process::Signal::TERM);
+        if let Ok(status) = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            status.map_err(|e| Error::io("cannot wait for local etcd to exit", e))?;
+            return Ok(());
         }
-        self.child.kill().await.map_err(|e| Error::io("cannot kill local etcd", e))
+        self.child.kill().await;
+        Ok(())
     }
 }
 

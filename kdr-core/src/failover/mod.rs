@@ -19,6 +19,13 @@
 //! 7. With fencing: fence first; promote only after the fence succeeded.
 //! 8. Only monotonic [`Instant`]s come in; there is no wall clock to step.
 //!
+//! # The epoch follows the store's claims
+//! The persisted epoch is only this standby's view. A standby rebuilt with an empty state dir
+//! starts at 0, while the store may already hold claims (an earlier failover claimed epoch 1).
+//! The monitor reads the newest claim (`ClaimStore::newest`) at start-up and periodically, and
+//! feeds it as [`Input::ClaimSeen`]; the detector raises its epoch to `max(local, newest)` and
+//! persists that before anything else, so its next decision is `newest + 1`.
+//!
 //! # Persist before act, enforced by the types
 //! The detector never hands out a fence or promote [`Command`] directly. It returns
 //! [`Action::Persist`] holding the new [`PersistedState`] and the commands that depend on it;
@@ -165,6 +172,16 @@ pub enum Input {
     PersistFailed {
         /// The error, for the alert.
         reason: String,
+    },
+    /// The newest epoch claimed in the object store (`ClaimStore::newest`), by anyone. The
+    /// persisted epoch becomes `max(local, epoch)` (persisted before anything else happens), so
+    /// the next failover decision is `epoch + 1` and never an epoch another standby already
+    /// claimed (a rebuilt standby starts from epoch 0). Never lowers the epoch, never changes the
+    /// latch. The monitor feeds it at start-up, before the first probe round, and after each
+    /// periodic read of the claims.
+    ClaimSeen {
+        /// The newest claimed epoch (0: no claim yet).
+        epoch: u64,
     },
     /// Nothing happened; time passed (the driver calls this at [`FailoverDetector::poll_timeout`]).
     Tick,
@@ -436,6 +453,12 @@ impl FailoverDetector {
                 }
             }
             Input::Rearm => self.rearm(now, &mut out),
+            Input::ClaimSeen { epoch } => {
+                if epoch > self.persisted.epoch {
+                    self.persisted.epoch = epoch;
+                    self.persist(&mut out, Vec::new());
+                }
+            }
             Input::FenceDone { epoch, outcome } => self.fence_done(epoch, outcome, &mut out),
             Input::PromoteDone { epoch, outcome } => self.promote_done(epoch, outcome, &mut out),
             Input::PersistFailed { reason } => {

@@ -443,3 +443,64 @@ fn a_wall_clock_step_changes_nothing() {
     assert_eq!(run(false), Some(30));
     assert_eq!(run(true), Some(30));
 }
+
+/// The state the harness's store last saved.
+fn saved(h: &Harness) -> PersistedState {
+    h.store.load().unwrap().unwrap_or_default()
+}
+
+#[test]
+fn a_rebuilt_standby_seeing_a_claim_decides_the_next_epoch_not_a_claimed_one() {
+    // A fresh state dir (a rebuilt standby): epoch 0 locally, epoch 1 already claimed in the store.
+    let mut h = Harness::new(cfg());
+    assert_eq!(h.det.persisted().epoch, 0);
+    let out = h.feed(0.0, Input::ClaimSeen { epoch: 1 });
+    assert_eq!(saved(&h).epoch, 1, "raised and persisted at once: {out:?}");
+    assert!(h.pending.is_empty());
+    let mut log = h.rounds(0.0, 290.0, false, false, true);
+    log.extend(h.ticks_until(300.0));
+    assert_eq!(has(&log, "promote 2"), vec![300.0], "newest claim + 1: {log:?}");
+    assert!(has(&log, "promote 1").is_empty(), "{log:?}");
+    assert_eq!(h.det.persisted().latch, Latch::InProgress { epoch: 2, phase: Phase::Promote });
+}
+
+#[test]
+fn claim_seen_never_lowers_the_epoch_and_survives_a_restart() {
+    let mut h = Harness::new(cfg());
+    h.feed(0.0, Input::ClaimSeen { epoch: 5 });
+    assert_eq!(saved(&h).epoch, 5);
+    // An older or equal claim changes nothing and persists nothing.
+    let before = h.det.persisted().clone();
+    let actions = h.det.handle(Input::ClaimSeen { epoch: 3 }, h.at(1.0));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))), "{actions:?}");
+    assert_eq!(h.det.persisted(), &before);
+    h.feed(2.0, Input::ClaimSeen { epoch: 5 });
+    assert_eq!(saved(&h).epoch, 5);
+    assert_eq!(h.det.persisted().latch, Latch::Armed, "the latch is untouched");
+    // Persisted: a restarted detector starts from it even without a new claim read.
+    h.restart(10.0);
+    assert_eq!(h.det.persisted().epoch, 5);
+    let mut log = h.rounds(20.0, 310.0, false, false, true);
+    log.extend(h.ticks_until(320.0));
+    assert_eq!(has(&log, "promote 6"), vec![320.0], "{log:?}");
+}
+
+#[test]
+fn claim_seen_is_persisted_before_the_decision_it_feeds() {
+    // The claim arrives in the same instant the evidence reaches dead_after: the state saved with
+    // the promote command already carries the raised epoch.
+    let mut h = Harness::new(cfg());
+    h.rounds(0.0, 290.0, false, false, true);
+    let now = h.at(300.0);
+    let actions = h.det.handle(Input::ClaimSeen { epoch: 7 }, now);
+    let persisted: Vec<(u64, bool)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Persist(p) => Some((p.state().epoch, p.has_commands())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(persisted, [(7, false), (8, true)], "the raise is saved first, then the decision");
+    let log = h.apply(actions, now);
+    assert!(log.contains(&"promote 8".to_owned()), "{log:?}");
+}

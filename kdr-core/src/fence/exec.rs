@@ -13,6 +13,7 @@ use tokio::process::Command;
 
 use super::{FenceReport, FenceTarget, Fencer};
 use crate::error::{Error, Result};
+use crate::process::{GroupChild, TimedOut};
 use crate::remote::CommandOutput;
 
 /// Fences with an operator's hook. See the [module docs](self).
@@ -42,7 +43,11 @@ impl ExecFencer {
 
 /// Runs `argv` locally (no shell) with extra `env`, within `timeout`. A non-zero exit is
 /// [`Error::CommandFailed`] (host `localhost`), a missing program [`Error::Config`] naming
-/// `config_key`, an overrun [`Error::Timeout`] (the process is killed).
+/// `config_key`, an overrun [`Error::Timeout`] naming `config_key`.
+///
+/// The program leads its own process group: on a timeout, or when the caller's future is dropped
+/// (shutdown, an outer bound), the whole group is killed, whatever the program started itself
+/// (see `crate::process`).
 pub(crate) async fn run_argv(
     argv: &[String],
     env: &[(String, String)],
@@ -51,24 +56,27 @@ pub(crate) async fn run_argv(
 ) -> Result<CommandOutput> {
     let shown = argv.join(" ");
     let (program, args) = argv.split_first().ok_or_else(|| Error::config(config_key, "empty command"))?;
-    let child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => Error::config(
-                config_key,
-                format!("cannot run {program:?} ({e}); give an existing, executable program"),
-            ),
-            _ => Error::io(format!("start `{shown}`"), e),
-        })?;
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        .stderr(Stdio::piped());
+    let child = GroupChild::spawn(&mut cmd).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => Error::config(
+            config_key,
+            format!("cannot run {program:?} ({e}); give an existing, executable program"),
+        ),
+        _ => Error::io(format!("start `{shown}`"), e),
+    })?;
+    let out = match child.output(None, timeout).await {
         Ok(r) => r.map_err(|e| Error::io(format!("run `{shown}`"), e))?,
-        Err(_) => return Err(Error::Timeout { what: format!("`{shown}` ({config_key})"), after: timeout }),
+        Err(TimedOut) => {
+            return Err(Error::Timeout {
+                what: format!("`{shown}` ({config_key}; it and every process it started were killed)"),
+                after: timeout,
+            });
+        }
     };
     let output = CommandOutput {
         exit_code: out.status.code(),
@@ -154,5 +162,21 @@ mod tests {
         let f = ExecFencer::new(sh("sleep 30"), Duration::from_millis(300)).unwrap();
         assert!(matches!(f.fence(&target()).await, Err(Error::Timeout { .. })));
         assert!(ExecFencer::new(vec![], Duration::from_secs(1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_times_out_leaves_no_process_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        // The shape of `sh -c 'sleep 300 & sleep 300'`, with the grandchild's pid written down.
+        let script = format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display());
+        let f = ExecFencer::new(sh(&script), Duration::from_secs(1)).unwrap();
+        let e = f.fence(&target()).await.unwrap_err();
+        assert!(matches!(&e, Error::Timeout { what, .. } if what.contains("fence.command")), "{e}");
+        let grandchild = crate::process::tests::pid_in(&pidfile).await;
+        assert!(
+            crate::process::tests::wait_gone(grandchild).await,
+            "the hook's background sleep ({grandchild}) outlived the timeout"
+        );
     }
 }

@@ -14,7 +14,20 @@
 //! anything else). [`ProbeSet::round`] runs the probes concurrently, each cut off at its timeout
 //! by [`probe_bounded`] (the probe's future is dropped, which cancels its I/O), and returns only
 //! when all are done. The monitor awaits the round before it waits for the next tick, so there
-//! is never more than one probe of a kind in flight; a slow probe is a failed probe, not a queue:
+//! is never more than one probe of a kind in flight; a slow probe is never a queue.
+//!
+//! # What an overrun means depends on the probe's role
+//! A probe cut off at its timeout ([`ProbeRole::overrun_status`]) is:
+//!
+//! | role | overrun | why |
+//! | --- | --- | --- |
+//! | api, host | down | the primary itself did not answer in time: a slow primary is a failed primary |
+//! | self | down | the standby cannot confirm its own network: it is self-isolated and promotes nothing |
+//! | witness | unknown | the witness could not be *asked* in time (its node or the path to it is down, or its SSH connection hangs); that says nothing about the primary, and a witness that cannot be asked never votes "primary down" |
+//!
+//! So a standby cut off from the primary's rack, workers included, sees its witnesses as
+//! unknown: it cannot reach a majority of them and is self-isolated (detector invariants 4 and
+//! 5), instead of counting each unreachable witness as one that saw the primary die.
 //!
 //! ```no_run
 //! # async fn driver(set: kdr_core::health::ProbeSet, mut detector: kdr_core::failover::FailoverDetector,
@@ -57,10 +70,10 @@ pub use witness::WitnessProbe;
 pub enum ProbeStatus {
     /// The target answered healthy.
     Up,
-    /// The target did not answer, answered unhealthy, or too slowly.
+    /// The target did not answer, answered unhealthy, or (api, host and self probes) too slowly.
     Down,
-    /// The probe could not tell (a witness could not be reached, a socket could not be opened).
-    /// Not evidence either way.
+    /// The probe could not tell (a witness could not be reached or asked in time, a socket could
+    /// not be opened). Not evidence either way.
     Unknown,
 }
 
@@ -95,7 +108,8 @@ impl ProbeResult {
 ///   [`ProbeStatus::Down`] (the target failed) or [`ProbeStatus::Unknown`] (the probe could not
 ///   tell), with a detail naming the target and the cause;
 /// - `probe` gives up by itself within about [`timeout`](Self::timeout); callers still bound it
-///   with [`probe_bounded`], which treats an overrun as `Down`;
+///   with [`probe_bounded`], which reads an overrun by the probe's role (`Down` for the api, host
+///   and self probes, `Unknown` for a witness: see [`ProbeRole::overrun_status`]);
 /// - `probe` is cancel-safe: dropping its future leaves nothing behind.
 #[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
@@ -108,13 +122,27 @@ pub trait HealthProbe: Send + Sync + fmt::Debug {
     async fn probe(&self) -> ProbeResult;
 }
 
-/// Runs `probe`, cut off at its timeout: a probe that has not finished by then is
-/// [`ProbeStatus::Down`] ("timed out"), and its future is dropped.
-pub async fn probe_bounded(probe: &dyn HealthProbe) -> ProbeResult {
+/// Runs `probe` in `role`, cut off at its timeout: a probe that has not finished by then has
+/// its future dropped, and reads as `role`'s [`overrun_status`](ProbeRole::overrun_status):
+///
+/// - api and host: [`ProbeStatus::Down`] ("api ...: no answer within 3s"): the primary did not
+///   answer in time;
+/// - self: [`ProbeStatus::Down`]: the standby cannot confirm its own network, which is the
+///   self-isolated reading (no promotion), the safe one;
+/// - witness: [`ProbeStatus::Unknown`] ("witness w1 (worker-1): no answer within 3s: unknown,
+///   not evidence"): the witness could not be asked in time, which says nothing about the
+///   primary.
+pub async fn probe_bounded(role: &ProbeRole, probe: &dyn HealthProbe) -> ProbeResult {
     let limit = probe.timeout();
     match tokio::time::timeout(limit, probe.probe()).await {
         Ok(result) => result,
-        Err(_) => ProbeResult::down(format!("{}: no answer within {limit:?}", probe.name())),
+        Err(_) => {
+            let detail = format!("{}: no answer within {limit:?}", probe.name());
+            match role.overrun_status() {
+                ProbeStatus::Unknown => ProbeResult::unknown(format!("{detail}: unknown, not evidence")),
+                status => ProbeResult { status, detail },
+            }
+        }
     }
 }
 
@@ -132,6 +160,20 @@ pub enum ProbeRole {
 }
 
 impl ProbeRole {
+    /// What a probe in this role that overran its timeout means (see [`probe_bounded`]).
+    ///
+    /// The api and host probes ask the primary itself, so an overrun is [`ProbeStatus::Down`].
+    /// The self probe's `Down` means "the standby is isolated", which blocks promotion, so an
+    /// overrun is `Down` there too: the safe reading. A witness probe asks a worker *about* the
+    /// primary; an overrun means the worker could not be asked in time (unreachable node, dead
+    /// SSH session), so it is [`ProbeStatus::Unknown`]: never a vote that the primary is down.
+    pub fn overrun_status(&self) -> ProbeStatus {
+        match self {
+            ProbeRole::Api | ProbeRole::Host | ProbeRole::SelfCheck => ProbeStatus::Down,
+            ProbeRole::Witness(_) => ProbeStatus::Unknown,
+        }
+    }
+
     /// The detector observation for `result`. `Unknown` results of the api, host and self
     /// probes give no observation: the detector's reading then goes stale (unknown) by itself,
     /// instead of counting a probe that could not run as "down" or "up".
@@ -195,7 +237,7 @@ impl ProbeSet {
         let runs = self
             .probes
             .iter()
-            .map(|(role, p)| async move { (role.clone(), probe_bounded(p.as_ref()).await) });
+            .map(|(role, p)| async move { (role.clone(), probe_bounded(role, p.as_ref()).await) });
         futures::future::join_all(runs).await
     }
 
@@ -270,6 +312,89 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 5);
         assert_eq!(max_in_flight.load(Ordering::SeqCst), 1, "never two runs of a probe at once");
+    }
+
+    /// A node nobody can reach: every command hangs (a dead link, an sshd that never answers).
+    #[derive(Debug)]
+    struct Unreachable;
+
+    #[async_trait]
+    impl crate::remote::NodeRemote for Unreachable {
+        fn node(&self) -> &str {
+            "worker-1"
+        }
+        async fn run(&self, _: &crate::remote::RemoteCommand) -> Result<crate::remote::CommandOutput> {
+            std::future::pending().await
+        }
+    }
+
+    fn unreachable_witness(id: &str) -> WitnessProbe {
+        let command = crate::remote::RemoteCommand::new("curl ...", Duration::from_secs(3));
+        WitnessProbe::new(id, Arc::new(Unreachable), command)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_witness_that_cannot_be_asked_in_time_is_unknown_not_down() {
+        let probe = unreachable_witness("w1");
+        let r = tokio::time::timeout(
+            Duration::from_secs(3) + Duration::from_millis(1),
+            probe_bounded(&ProbeRole::Witness("w1".into()), &probe),
+        )
+        .await
+        .expect("bounded at the probe's 3s timeout");
+        assert_eq!(
+            r,
+            ProbeResult::unknown("witness w1 (worker-1): no answer within 3s: unknown, not evidence")
+        );
+        assert_eq!(
+            ProbeRole::Witness("w1".into()).observation(&r),
+            Some(Observation::Witness { id: "w1".into(), verdict: WitnessVerdict::Unknown })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overrun_is_down_for_the_primary_and_self_probes_and_unknown_for_witnesses() {
+        let slow = Slow {
+            delay: Duration::from_secs(3600),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            runs: Arc::default(),
+        };
+        for (role, want) in [
+            (ProbeRole::Api, ProbeStatus::Down),
+            (ProbeRole::Host, ProbeStatus::Down),
+            (ProbeRole::SelfCheck, ProbeStatus::Down),
+            (ProbeRole::Witness("w1".into()), ProbeStatus::Unknown),
+        ] {
+            assert_eq!(role.overrun_status(), want, "{role:?}");
+            let r = probe_bounded(&role, &slow).await;
+            assert_eq!(r.status, want, "{role:?}: {r:?}");
+            assert!(r.detail.starts_with("slow: no answer within 3s"), "{role:?}: {r:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_with_every_witness_unreachable_has_no_witness_voting_down() {
+        // The issue's partition: the standby's gateway answers, the primary's rack (primary
+        // and workers) does not. The witnesses must read unknown (self-isolation), never down.
+        let mut gateway = MockHealthProbe::new();
+        gateway.expect_timeout().return_const(Duration::from_secs(3));
+        gateway.expect_name().return_const("self gateway".to_owned());
+        gateway.expect_probe().returning(|| ProbeResult::up("self gateway answers"));
+        let mut probes: Vec<(ProbeRole, Arc<dyn HealthProbe>)> =
+            vec![(ProbeRole::SelfCheck, Arc::new(gateway))];
+        for id in ["w1", "w2", "w3"] {
+            probes.push((ProbeRole::Witness(id.into()), Arc::new(unreachable_witness(id))));
+        }
+        let set = ProbeSet::new(probes, Duration::from_secs(10)).unwrap();
+        let observations = tokio::time::timeout(Duration::from_secs(4), set.round()).await.unwrap();
+        let want: Vec<Observation> = std::iter::once(Observation::SelfCheck { ok: true })
+            .chain(
+                ["w1", "w2", "w3"]
+                    .map(|id| Observation::Witness { id: id.into(), verdict: WitnessVerdict::Unknown }),
+            )
+            .collect();
+        assert_eq!(observations, want);
     }
 
     #[test]

@@ -193,13 +193,34 @@ pub struct SelfFenceConfig {
     /// the primary sets the epoch it was promoted in). A claim of a higher epoch by anyone else
     /// fences this node.
     pub epoch: u64,
-    /// This node's claim holder name: its own claims never fence it (default: none).
+    /// This node's claim holder name: a claim by it never fences this node. Default: the holder
+    /// `kdr failover` on this node writes in its claims (`promotion.holder`, else
+    /// `promotion.node_name`), counted as this node's own only when the claim was also made from
+    /// this host (its `host` is one of this host's addresses), because the file is shared with the
+    /// standby and names the standby there. So a promoted standby that turns the primary role on
+    /// never fences itself over its own claim, and the old primary still does.
     pub holder: Option<String>,
     /// The static pod manifests moved aside (never deleted) when fenced
     /// (default `/etc/kubernetes/manifests`).
     pub manifests_dir: PathBuf,
-    /// The prefix under which `claims/` live in the store (default: the store URL's prefix).
+    /// Deprecated: the claims are read where the runbook writes them
+    /// ([`claims_prefix`](crate::runbook::claims_prefix): `promotion.claims_prefix`, else the
+    /// store URL's prefix). Still accepted when it names that same place; refused otherwise.
     pub claims_prefix: Option<String>,
+}
+
+impl SelfFenceConfig {
+    /// The holder whose claims are this node's own: `holder` if set, else the holder `kdr
+    /// failover` on this node writes in its claims ([`PromotionSettings::holder`]); `None` when
+    /// neither names anyone (a primary without a `[promotion]` section).
+    ///
+    /// [`PromotionSettings::holder`]: crate::runbook::PromotionSettings::holder
+    pub fn holder_for(&self, config: &Config) -> Option<String> {
+        self.holder.clone().or_else(|| {
+            let h = config.promotion.holder();
+            (!h.trim().is_empty()).then_some(h)
+        })
+    }
 }
 
 impl Default for SelfFenceConfig {
@@ -243,10 +264,11 @@ pub struct StandbyConfig {
     /// Each round starts `interval_s ± jitter * interval_s` after the previous one started
     /// (default 0.1); a late round starts at once, never two at a time.
     pub jitter: f64,
-    /// The promotion: a program (argv, no shell) run once per epoch with `KDR_EPOCH` set and
-    /// `{epoch}` in any argument replaced by the epoch, e.g.
-    /// `["kdr", "failover", "--config", "/etc/kdr/kdr.toml", "--epoch", "{epoch}"]`. Required for
-    /// the standby role.
+    /// Deprecated: a program (argv, no shell) to promote with, run once per epoch with
+    /// `KDR_EPOCH` set and `{epoch}` in any argument replaced by the epoch. Empty (the default):
+    /// the monitor promotes in-process through the same runbook `kdr failover` runs (one journal,
+    /// one claim, one fence); `kdr failover` then stays the operator's resume command. Set, it
+    /// is run instead (with a deprecation warning at start).
     pub promote_command: Vec<String>,
     /// How long the promotion may take, in seconds (default 3600).
     pub promote_timeout_s: u64,
@@ -394,6 +416,8 @@ pub fn validate(config: &Config) -> Result<()> {
     if m.has(Role::Primary) {
         config.store_url()?;
         config.store_options()?;
+        // The self-fence guard reads the claims where the runbook writes them.
+        crate::runbook::claims_prefix(config)?;
         if m.backup.enabled {
             m.backup.schedule().validate("monitor.backup")?;
             config.etcd_options()?;
@@ -410,16 +434,33 @@ pub fn validate(config: &Config) -> Result<()> {
     if m.has(Role::Standby) {
         let s = &m.standby;
         config.detector.validate()?;
+        if config.store.url.is_some() {
+            // The standby reads the newest claim (for its detector's epoch) where the runbook writes.
+            crate::runbook::claims_prefix(config)?;
+        }
         if s.api_url.is_none() && s.host_icmp.is_none() && s.host_tcp.is_none() {
             return Err(Error::config(
                 "monitor.standby",
                 "nothing to probe: set api_url and host_icmp or host_tcp (the primary's API server and machine)",
             ));
         }
-        if s.promote_command.first().is_none_or(|p| p.is_empty()) {
+        if s.promote_command.is_empty() {
+            // The default: the monitor promotes in-process through the runbook `kdr failover`
+            // runs. Build it now (nothing is contacted) so that a missing [promotion] key fails
+            // here, not at 3 a.m.
+            crate::runbook::build_runbook(config, std::sync::Arc::new(crate::clock::SystemClock)).map_err(|e| {
+                Error::config(
+                    "promotion",
+                    format!(
+                        "the standby role promotes through the runbook of [promotion], [fence], [restore], \
+                         [kubeadm] and [[workers]]: {e}"
+                    ),
+                )
+            })?;
+        } else if s.promote_command.first().is_some_and(|p| p.is_empty()) {
             return Err(Error::config(
                 "monitor.standby.promote_command",
-                "required for the standby role: the promotion to run once, e.g. [\"kdr\", \"failover\", \"--config\", \"/etc/kdr/kdr.toml\"]",
+                "its program (first element) is empty; remove the key to promote in-process through the runbook",
             ));
         }
         if config.detector.fencing == Fencing::Required && s.fence_command.is_empty() {
@@ -470,6 +511,7 @@ pub fn validate(config: &Config) -> Result<()> {
                 }
             }
         }
+        config.check_automatic_failover_fence()?;
     }
     Ok(())
 }
@@ -497,6 +539,7 @@ mod tests {
              host_tcp = \"10.0.0.1:22\"\nself_tcp = \"10.0.0.254:53\"\npromote_command = [\"kdr\", \"failover\"]\n\
              [detector]\nwitnesses = [\"worker-1\", \"worker-9\"]\n\
              [ssh]\nkey_file = \"{d}/id\"\nknown_hosts = \"{d}/known_hosts\"\n\
+             [fence]\nkind = \"exec\"\ncommand = [\"/usr/local/bin/fence-ipmi\"]\n\
              [[workers]]\nname = \"worker-1\"\nhost = \"10.0.0.11\"\n",
             d = dir.path().display()
         );
@@ -538,7 +581,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.monitor.listen, "127.0.0.1:9464");
         let e = validate(&c).unwrap_err();
-        assert!(e.is_usage() && e.to_string().contains("promote_command"), "{e}");
+        assert!(e.is_usage() && e.to_string().contains("promotes through the runbook of [promotion]"), "{e}");
 
         let c = Config::from_toml("[monitor.backup]\ncron = \"every hour\"\n[store]\nurl = \"memory://\"\n[etcd]\nendpoint = \"http://127.0.0.1:2379\"\n", "kdr.toml").unwrap();
         let e = validate(&c).unwrap_err();

@@ -92,6 +92,17 @@ pub struct Metrics {
     pub alerts: Counter,
     /// Alert deliveries that failed.
     pub alert_failures: Counter,
+    /// Alerts dropped because the delivery queue was full (deliveries far slower than alerts).
+    pub alerts_dropped: Counter,
+    /// Per monitor loop: unix time of its last completed turn (`/healthz` checks it).
+    pub loop_last_turn: Family<LoopLabel, FloatGauge>,
+}
+
+/// A `loop` label: `standby`, `backup`, `drill`, `self-fence`, `alerts`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoopLabel {
+    /// The loop's name.
+    pub r#loop: String,
 }
 
 /// Every detector state, for the one-hot `kdr_detector_state` gauge.
@@ -167,6 +178,16 @@ impl Metrics {
         );
         r.register("alerts", "Alerts raised", self.alerts.clone());
         r.register("alert_delivery_failures", "Alert deliveries that failed", self.alert_failures.clone());
+        r.register(
+            "alerts_dropped",
+            "Alerts dropped because the delivery queue was full",
+            self.alerts_dropped.clone(),
+        );
+        r.register(
+            "loop_last_turn_timestamp_seconds",
+            "Unix time each monitor loop last completed a turn",
+            self.loop_last_turn.clone(),
+        );
         r
     }
 

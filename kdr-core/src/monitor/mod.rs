@@ -18,9 +18,10 @@
 //! starting new work; an in-flight backup gets `shutdown_grace_s` to finish, then it is dropped
 //! and its partial objects are deleted. A backup's manifest is written last and only by a
 //! finished upload, so an aborted set is never listed.
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -39,7 +40,7 @@ pub mod metrics;
 pub mod primary;
 pub mod standby;
 
-use self::alert::{Alert, Alerter};
+use self::alert::{Alert, AlertQueue, Alerter};
 use self::config::Role;
 use self::metrics::Metrics;
 
@@ -117,6 +118,34 @@ pub struct Status {
     pub promotion: Option<(u64, String)>,
     /// Recent decisions, oldest first.
     pub recent_decisions: VecDeque<Decision>,
+    /// Each running loop's last completed turn (what `/healthz` checks).
+    pub loops: BTreeMap<String, LoopStatus>,
+}
+
+/// A monitor loop's heartbeat, for `/healthz` and `/status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoopStatus {
+    /// When the loop last completed a turn.
+    pub last_turn: DateTime<Utc>,
+    /// How long it may go without another turn before `/healthz` reports it stalled, in seconds.
+    pub allowed_s: f64,
+    /// What it is doing until then ("sleeping until the next backup", "promoting epoch 2").
+    pub doing: String,
+    #[serde(skip)]
+    beat_at: Option<Instant>,
+}
+
+/// A loop found stalled by [`Shared::health`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stalled {
+    /// The loop.
+    pub name: String,
+    /// How long since its last turn.
+    pub silent_for: Duration,
+    /// How long it was allowed.
+    pub allowed: Duration,
+    /// What it said it was doing.
+    pub doing: String,
 }
 
 /// What the loops share: status, metrics, alerts, time.
@@ -126,7 +155,7 @@ pub struct Shared {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     registry: prometheus_client::registry::Registry,
-    alerter: Alerter,
+    alerts: AlertQueue,
     /// Time.
     pub clock: Arc<dyn Clock>,
     max_decisions: usize,
@@ -151,7 +180,7 @@ impl Shared {
             status: Mutex::new(status),
             metrics,
             registry,
-            alerter,
+            alerts: AlertQueue::new(alerter),
             clock,
             max_decisions: config.monitor.recent_decisions.max(1),
             host,
@@ -189,12 +218,57 @@ impl Shared {
         });
     }
 
-    /// Records a decision and alerts on it; waits for the delivery (bounded by the alert timeout).
+    /// Records a decision and raises an alert on it. Returns at once: the delivery runs on the
+    /// alert queue's own task ([`AlertQueue`]), so a hanging webhook never holds up a loop.
     pub async fn alert(&self, kind: &str, message: impl Into<String>) {
         let message = message.into();
         self.decide(kind, format!("ALERT: {message}"));
         let alert = Alert { kind: kind.to_owned(), message, at: self.clock.utc(), host: self.host.clone() };
-        self.alerter.send(&alert).await;
+        self.alerts.push(alert);
+    }
+
+    /// Waits (at most `within`) until the alerts raised so far were delivered or failed.
+    pub async fn flush_alerts(&self, within: Duration) -> bool {
+        self.alerts.flush(within).await
+    }
+
+    /// Records that loop `name` completed a turn, and that it will complete its next one within
+    /// `allowed` (doing `doing` meanwhile). `/healthz` fails once a loop overruns that.
+    pub fn beat(&self, name: &str, allowed: Duration, doing: impl Into<String>) {
+        let (at, now) = (self.clock.instant(), self.clock.utc());
+        self.metrics
+            .loop_last_turn
+            .get_or_create(&metrics::LoopLabel { r#loop: name.to_owned() })
+            .set(now.timestamp_millis() as f64 / 1000.0);
+        let st = LoopStatus {
+            last_turn: now,
+            allowed_s: allowed.as_secs_f64(),
+            doing: doing.into(),
+            beat_at: Some(at),
+        };
+        self.update(|s| {
+            s.loops.insert(name.to_owned(), st);
+        });
+    }
+
+    /// The loops that have gone longer than they were allowed without a turn (empty: healthy).
+    pub fn health(&self) -> (Vec<Stalled>, BTreeMap<String, LoopStatus>) {
+        let now = self.clock.instant();
+        let loops = self.status().loops;
+        let stalled = loops
+            .iter()
+            .filter_map(|(name, l)| {
+                let silent_for = now.saturating_duration_since(l.beat_at?);
+                let allowed = Duration::from_secs_f64(l.allowed_s);
+                (silent_for > allowed).then(|| Stalled {
+                    name: name.clone(),
+                    silent_for,
+                    allowed,
+                    doing: l.doing.clone(),
+                })
+            })
+            .collect();
+        (stalled, loops)
     }
 }
 
@@ -327,6 +401,10 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!(after = ?bound, "some loops did not stop in time; aborting them");
         tasks.abort_all();
+    }
+    let alert_bound = Duration::from_secs(m.alerts.timeout_s.max(1) + 1);
+    if !shared.flush_alerts(alert_bound).await {
+        tracing::warn!(after = ?alert_bound, "some alerts were still being delivered at shutdown");
     }
     tracing::info!("kdr-monitor stopped");
     match failure {

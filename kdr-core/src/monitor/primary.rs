@@ -7,7 +7,10 @@
 //! kubelet stop the API server, controller-manager, scheduler and etcd, raises an alert, and stops
 //! taking backups (a fenced primary's data must not become the store's "latest" set). It checks
 //! again on every interval, so manifests put back by hand are moved aside again until the
-//! operator raises `monitor.self_fence.epoch`.
+//! operator raises `monitor.self_fence.epoch`. A newest claim that is this node's own (a
+//! promoted standby that turned the primary role on) never fences it: see
+//! `monitor.self_fence.holder` for how a claim is recognised as its own. The claims are read
+//! exactly where the runbook writes them ([`crate::runbook::claims_prefix`]).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,17 +43,52 @@ pub struct Primary {
     restorer: EtcdutlRestorer,
     claims: ClaimStore,
     self_fence: SelfFenceConfig,
+    own: Own,
     grace: Duration,
     fenced: AtomicBool,
+}
+
+/// Whose claims are this node's own: the guard never fences over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Own {
+    /// `monitor.self_fence.holder`, as configured: any claim by this holder.
+    Configured(String),
+    /// This node's promotion identity (`promotion.holder`, else `promotion.node_name`): a claim by
+    /// this holder made from this host. The configuration file is shared with the standby, where
+    /// it names the standby; the host check keeps the old primary from taking the standby's claim
+    /// for its own.
+    Promotion(String),
+    /// Nobody named: every newer claim fences.
+    Nobody,
+}
+
+impl Own {
+    fn of(config: &Config) -> Self {
+        match &config.monitor.self_fence.holder {
+            Some(h) => Own::Configured(h.clone()),
+            None => {
+                let h = config.promotion.holder();
+                if h.trim().is_empty() { Own::Nobody } else { Own::Promotion(h) }
+            }
+        }
+    }
+
+    /// Whether `claim` is this node's own.
+    async fn owns(&self, claim: &crate::runbook::Claim) -> bool {
+        match self {
+            Own::Configured(h) => *h == claim.holder,
+            Own::Promotion(h) => *h == claim.holder && crate::fence::is_this_host_address(&claim.host).await,
+            Own::Nobody => false,
+        }
+    }
 }
 
 impl Primary {
     /// The primary for `config` (opens the store; checks the options).
     pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Self> {
         let store = ObjectStoreSnapshotStore::from_url(config.store_url()?, &config.store_options()?)?;
-        let prefix =
-            config.monitor.self_fence.claims_prefix.clone().unwrap_or_else(|| store.prefix().to_owned());
-        let claims = ClaimStore::new(store.inner().clone(), &prefix, store.describe());
+        // Exactly where the runbook writes them (one derivation for both).
+        let claims = crate::runbook::claim_store(config, &store)?;
         let m = &config.monitor;
         let backup_opts = if m.backup.enabled {
             Some(BackupOptions {
@@ -80,6 +118,7 @@ impl Primary {
             restorer: config.restore.restorer(),
             claims,
             self_fence: m.self_fence.clone(),
+            own: Own::of(config),
             grace: m.shutdown_grace(),
             fenced: AtomicBool::new(false),
         })
@@ -97,6 +136,7 @@ impl Primary {
         let schedule = self.backup_schedule.schedule();
         loop {
             let wait = schedule.wait_from(self.shared.clock.utc());
+            self.shared.beat("backup", turn_allowance(wait), "waiting for the next scheduled backup");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = stopped(&mut stop) => return Ok(()),
@@ -234,6 +274,7 @@ impl Primary {
         let schedule = self.drill_schedule.schedule();
         loop {
             let wait = schedule.wait_from(self.shared.clock.utc());
+            self.shared.beat("drill", turn_allowance(wait), "waiting for the next scheduled drill");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = stopped(&mut stop) => return Ok(()),
@@ -313,6 +354,7 @@ impl Primary {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "self-fence guard: cannot read the claims; will retry"),
             }
+            self.shared.beat("self-fence", every * 3 + SELF_FENCE_CHECK_ALLOWANCE, "checking the claims");
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = stopped(&mut stop) => return Ok(()),
@@ -323,8 +365,8 @@ impl Primary {
     /// One check of the guard. Returns the dir the manifests were moved to, if it moved any.
     pub async fn self_fence_check(&self) -> Result<Option<PathBuf>> {
         let Some(claim) = self.claims.newest().await? else { return Ok(None) };
-        let ours = self.self_fence.holder.as_deref() == Some(claim.holder.as_str());
-        if claim.epoch <= self.self_fence.epoch || ours {
+        // The newest claim is this node's own (it was promoted in it): it serves that epoch.
+        if claim.epoch <= self.self_fence.epoch || self.own.owns(&claim).await {
             return Ok(None);
         }
         let first = !self.fenced.swap(true, Ordering::SeqCst);
@@ -385,9 +427,57 @@ pub fn move_manifests_aside(dir: &Path, epoch: u64, stamp: &str) -> Result<(Path
     Ok((aside, moved))
 }
 
+/// How long one check of the claims may take before `/healthz` calls the guard stalled.
+const SELF_FENCE_CHECK_ALLOWANCE: Duration = Duration::from_secs(120);
+
+/// How long a scheduled loop may go without a turn: the wait until its next run, then that run
+/// (a backup or a drill of a large database takes minutes; neither has a total timeout of its
+/// own yet), so twice the wait plus 30 minutes.
+fn turn_allowance(wait: Duration) -> Duration {
+    wait * 2 + Duration::from_secs(30 * 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claim(holder: &str, host: &str) -> crate::runbook::Claim {
+        crate::runbook::Claim {
+            epoch: 2,
+            holder: holder.into(),
+            host: host.into(),
+            run_id: "r".into(),
+            claimed_at: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            snapshot: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn by_default_a_claim_is_its_own_when_its_promotion_identity_made_it_from_this_host() {
+        let promoted = "[store]\nurl = \"memory://kdr\"\n[promotion]\nnode_name = \"master-2\"\n";
+        let own = Own::of(&Config::from_toml(promoted, "kdr.toml").unwrap());
+        assert_eq!(own, Own::Promotion("master-2".into()), "no holder configured: the promotion's");
+        assert!(own.owns(&claim("master-2", "127.0.0.1")).await, "its own claim, from this host");
+        // The same file on the old primary names the standby: the standby's claim, made from the
+        // standby's host, is not the old primary's own (it must still fence).
+        assert!(!own.owns(&claim("master-2", "203.0.113.200")).await);
+        assert!(!own.owns(&claim("master-3", "127.0.0.1")).await);
+
+        let held = format!("{promoted}holder = \"m2-claims\"\n");
+        assert_eq!(
+            Own::of(&Config::from_toml(&held, "kdr.toml").unwrap()),
+            Own::Promotion("m2-claims".into())
+        );
+        // Configured explicitly: the holder alone decides, as before.
+        let explicit = format!("{promoted}[monitor.self_fence]\nholder = \"master-1\"\n");
+        let own = Own::of(&Config::from_toml(&explicit, "kdr.toml").unwrap());
+        assert!(own.owns(&claim("master-1", "203.0.113.200")).await);
+        assert!(!own.owns(&claim("master-2", "127.0.0.1")).await);
+        // No [promotion] and no holder: every newer claim fences.
+        let own = Own::of(&Config::from_toml("[store]\nurl = \"memory://kdr\"\n", "kdr.toml").unwrap());
+        assert_eq!(own, Own::Nobody);
+        assert!(!own.owns(&claim("", "127.0.0.1")).await);
+    }
 
     #[test]
     fn manifests_are_moved_never_deleted() {

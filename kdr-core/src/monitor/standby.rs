@@ -6,8 +6,9 @@
 //! [`Persist::commit`](crate::failover::Persist::commit), after its state file was written,
 //! fsynced and renamed, so a crash after the decision finds "promotion in progress" and halts
 //! instead of promoting twice. The promotion itself is a [`Promoter`]; the default,
-//! [`ExecPromoter`], runs the configured command (e.g. `kdr failover`, whose journal and epoch
-//! claim refuse a second run of the same epoch).
+//! [`RunbookPromoter`], runs the same [`Runbook`](crate::runbook::Runbook) as `kdr failover`
+//! in-process (one journal, one claim, one fence: its journal and epoch claim refuse a second run
+//! of the same epoch). [`ExecPromoter`] runs a configured command instead (deprecated).
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
@@ -79,7 +80,7 @@ impl Promoter for ExecPromoter {
     }
 }
 
-/// Runs the [`Runbook`](crate::runbook::Runbook) in-process (for embedders that build one).
+/// Runs the [`Runbook`](crate::runbook::Runbook) in-process: the monitor's default promoter.
 #[derive(Debug)]
 pub struct RunbookPromoter(pub crate::runbook::Runbook);
 
@@ -113,7 +114,18 @@ pub struct Standby {
     fence_target: FenceTarget,
     promoter: Arc<dyn Promoter>,
     grace: Duration,
+    /// The longest a round may take: the longest probe timeout plus slack. A round that took
+    /// longer was not observed in real time (the process was paused or starved) and is discarded.
+    round_budget: Duration,
+    /// How long a fence or a promotion may keep the loop busy (for `/healthz`).
+    command_allowance: Duration,
+    /// Where promotions claim their epoch: read at start-up and every [`CLAIMS_EVERY`] so that
+    /// the detector's next epoch is past the newest claim (a rebuilt standby starts at 0).
+    claims: Option<crate::runbook::ClaimStore>,
 }
+
+/// How often the standby reads the newest claim from the store.
+pub const CLAIMS_EVERY: Duration = Duration::from_secs(30);
 
 fn ip(key: &str, v: &str) -> Result<IpAddr> {
     v.parse().map_err(|e| Error::config(key, format!("{v:?} is not an IP address ({e})")))
@@ -169,9 +181,65 @@ impl Standby {
         } else {
             None
         };
-        let promoter =
-            Arc::new(ExecPromoter::new(s.promote_command.clone(), Duration::from_secs(s.promote_timeout_s)));
-        Self::new(config, shared, probes, fencer, promoter)
+        let promoter: Arc<dyn Promoter> = if s.promote_command.is_empty() {
+            let runbook = crate::runbook::build_runbook(config, shared.clock.clone())?;
+            Arc::new(RunbookPromoter(runbook))
+        } else {
+            tracing::warn!(
+                command = %s.promote_command.join(" "),
+                "monitor.standby.promote_command is deprecated: it runs a second process that re-reads the \
+                 configuration; remove it to promote in-process through the runbook (kdr failover stays the \
+                 operator's resume command)"
+            );
+            Arc::new(ExecPromoter::new(s.promote_command.clone(), Duration::from_secs(s.promote_timeout_s)))
+        };
+        let standby = Self::new(config, shared, probes, fencer, promoter)?;
+        // Without a [store] (only with a deprecated promote_command) there are no claims to read.
+        if config.store_url().is_err() {
+            return Ok(standby);
+        }
+        Ok(standby.with_claims(crate::runbook::open_claim_store(config)?))
+    }
+
+    /// Reads the newest claim from `claims` at start-up and every [`CLAIMS_EVERY`], and feeds it
+    /// to the detector ([`Input::ClaimSeen`]): an epoch already claimed is never decided again.
+    pub fn with_claims(mut self, claims: crate::runbook::ClaimStore) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// Starts the task that reads the newest claimed epoch; the loop takes what it found
+    /// without waiting (a slow store never holds up a probe round).
+    fn watch_claims(&self, mut stop: watch::Receiver<bool>) -> Option<watch::Receiver<Option<u64>>> {
+        let claims = self.claims.clone()?;
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                match tokio::time::timeout(CLAIMS_EVERY, claims.newest()).await {
+                    Ok(Ok(newest)) => {
+                        warned = false;
+                        let _ = tx.send(Some(newest.map_or(0, |c| c.epoch)));
+                    }
+                    Ok(Err(e)) if !warned => {
+                        warned = true;
+                        tracing::warn!(error = %e, "cannot read the newest claim; the runbook re-checks before claiming");
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) if !warned => {
+                        warned = true;
+                        tracing::warn!(after = ?CLAIMS_EVERY, "reading the newest claim timed out; will retry");
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(CLAIMS_EVERY) => {}
+                    () = stopped(&mut stop) => return,
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Some(rx)
     }
 
     /// A standby with these parts (for embedders: probes of their own, a [`RunbookPromoter`], ...).
@@ -186,7 +254,14 @@ impl Standby {
         // Same check as ProbeSet: a probe that may outlast the interval would pile up.
         crate::health::ProbeSet::new(probes.clone(), interval)?;
         let m = &config.monitor;
+        let longest = probes.iter().map(|(_, p)| p.timeout()).max().unwrap_or_default();
+        let command_allowance = Duration::from_secs(m.standby.fence_timeout_s + m.standby.promote_timeout_s)
+            + m.shutdown_grace()
+            + interval * 3;
         Ok(Self {
+            claims: None,
+            round_budget: longest + (interval / 2).max(Duration::from_millis(500)),
+            command_allowance,
             shared,
             detector: config.detector.clone(),
             probes,
@@ -238,8 +313,33 @@ impl Standby {
         if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
             return Ok(());
         }
+        let mut last_round: Option<Instant> = None;
+        let mut newest_claim = self.watch_claims(stop.clone());
         loop {
             let round_start = clock.instant();
+            self.beat_probing();
+            let seen = newest_claim
+                .as_mut()
+                .and_then(|rx| rx.has_changed().unwrap_or(false).then(|| *rx.borrow_and_update()).flatten());
+            if let Some(epoch) = seen {
+                let actions = det.handle(Input::ClaimSeen { epoch }, round_start);
+                if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
+                    return Ok(());
+                }
+            }
+            // Time this process did not observe is never evidence: the detector sees `now` before
+            // any new reading, so readings older than two intervals (a paused VM, a starved
+            // process) go stale and the evidence window restarts.
+            let actions = det.handle(Input::Tick, round_start);
+            if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
+                return Ok(());
+            }
+            if let Some(prev) = last_round {
+                let gap = round_start.saturating_duration_since(prev);
+                if gap > self.detector.stale_after() {
+                    self.observation_gap(gap, "between two probe rounds");
+                }
+            }
             // Operators' requests first: a pause must take effect before this round's evidence.
             let (requests, bad) = control::take(&self.state_dir)?;
             for b in bad {
@@ -260,14 +360,24 @@ impl Standby {
                     return Ok(());
                 }
             }
+            let probes_start = clock.instant();
             let observations = self.round().await;
             let now = clock.instant();
-            if let Some(t) = trace.as_mut() {
-                for o in &observations {
-                    record(t, now, TraceEvent::Observed(o.clone()));
+            let took = now.saturating_duration_since(probes_start);
+            let actions = if took > self.round_budget {
+                // Every probe is cut off at its timeout, so a round this long was not observed
+                // in real time: its readings cannot be dated, and are not applied.
+                self.observation_gap(took, "during a probe round (its readings are discarded)");
+                det.handle(Input::Tick, now)
+            } else {
+                if let Some(t) = trace.as_mut() {
+                    for o in &observations {
+                        record(t, now, TraceEvent::Observed(o.clone()));
+                    }
                 }
-            }
-            let actions = det.handle(Input::Round(observations), now);
+                last_round = Some(now);
+                det.handle(Input::Round(observations), now)
+            };
             if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
                 return Ok(());
             }
@@ -284,16 +394,34 @@ impl Standby {
                         return Ok(());
                     }
                 }
+                // Tick even when the next round is already due: a wake-up long after the deadline
+                // is a gap, and the detector must see it before the next round's fresh readings.
                 let now = clock.instant();
-                if now >= next_round {
-                    break;
-                }
                 let actions = det.handle(Input::Tick, now);
                 if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
                     return Ok(());
                 }
+                if now >= next_round {
+                    break;
+                }
             }
         }
+    }
+
+    /// Logs and records an observation gap (the detector discards the evidence by itself).
+    fn observation_gap(&self, gap: Duration, when: &str) {
+        let msg = format!(
+            "observation gap of {:.1} s {when}: the monitor was paused or starved; time it did not observe is \
+             not evidence, so any suspicion starts again",
+            gap.as_secs_f64()
+        );
+        tracing::warn!("{msg}");
+        self.shared.decide("gap", msg);
+    }
+
+    fn beat_probing(&self) {
+        let allowed = self.interval * 3 + self.round_budget;
+        self.shared.beat("standby", allowed, format!("probing every {:?}", self.interval));
     }
 
     /// One round: every probe at once, each bounded by its timeout; records results and latency.
@@ -303,7 +431,7 @@ impl Standby {
             let clock = clock.clone();
             async move {
                 let t0 = clock.instant();
-                let r = probe_bounded(p.as_ref()).await;
+                let r = probe_bounded(role, p.as_ref()).await;
                 (role.clone(), p.name().to_owned(), r, clock.instant().saturating_duration_since(t0))
             }
         });
@@ -379,6 +507,11 @@ impl Standby {
                     Ok(commands) => {
                         for command in commands {
                             let epoch = command.epoch();
+                            self.shared.beat(
+                                "standby",
+                                self.command_allowance,
+                                format!("running the {:?} step of epoch {epoch}", command.kind()),
+                            );
                             let (kind, outcome) = match command.kind() {
                                 CommandKind::Fence => ("fence", self.fence(epoch, stop).await),
                                 CommandKind::Promote => ("promote", self.promote(epoch, stop).await),
@@ -412,6 +545,7 @@ impl Standby {
                 break;
             }
         }
+        self.beat_probing();
         self.publish(det, *suspect_since);
         finished
     }
@@ -494,4 +628,244 @@ fn record(t: &mut TraceRecorder<BufWriter<File>>, now: Instant, ev: TraceEvent) 
 /// The detector state file of a monitor whose state dir is `state_dir`, for `kdr pause|resume|rearm`.
 pub fn state_store(state_dir: &Path) -> FileStateStore {
     FileStateStore::new(state_dir.join("detector-state.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The live loop against fake probes and a clock that can jump (a paused process): time the
+    //! loop did not observe is never evidence, and alerts never hold up detection.
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::clock::Clock;
+
+    /// tokio's (paused) time plus a jump: `jump` moves the monotonic time the way a paused VM
+    /// sees it on resume, without any timer firing in between.
+    #[derive(Debug, Default)]
+    struct JumpClock {
+        jumped: Mutex<Duration>,
+    }
+
+    impl JumpClock {
+        fn jump(&self, by: Duration) {
+            *self.jumped.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for JumpClock {
+        fn utc(&self) -> DateTime<Utc> {
+            DateTime::<Utc>::UNIX_EPOCH
+                + chrono::Duration::from_std(self.instant().elapsed()).unwrap_or_default()
+        }
+        #[allow(clippy::disallowed_methods)] // the test's clock is tokio's paused time
+        fn instant(&self) -> Instant {
+            tokio::time::Instant::now().into_std() + *self.jumped.lock().unwrap()
+        }
+    }
+
+    /// A pending stall: the clock to jump and by how much, taken by the next probe run.
+    type Stall = Arc<Mutex<Option<(Arc<JumpClock>, Duration)>>>;
+
+    /// A probe whose answer the test sets; it can also stall (to stand in for a round during
+    /// which the process was paused: the clock jumps while it runs).
+    #[derive(Debug)]
+    struct Fake {
+        name: String,
+        up: Arc<AtomicBool>,
+        stall: Stall,
+    }
+
+    #[async_trait]
+    impl HealthProbe for Fake {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_millis(500)
+        }
+        async fn probe(&self) -> ProbeResult {
+            if let Some((clock, by)) = self.stall.lock().unwrap().take() {
+                clock.jump(by);
+            }
+            if self.up.load(Ordering::SeqCst) { ProbeResult::up("up") } else { ProbeResult::down("down") }
+        }
+    }
+
+    /// Records when it was asked to promote (the clock's instant).
+    #[derive(Debug)]
+    struct Recorder {
+        clock: Arc<JumpClock>,
+        at: Mutex<Vec<(u64, Instant)>>,
+    }
+
+    #[async_trait]
+    impl Promoter for Recorder {
+        async fn promote(&self, epoch: u64) -> Result<String> {
+            self.at.lock().unwrap().push((epoch, self.clock.instant()));
+            Ok("recorded".into())
+        }
+    }
+
+    struct Rig {
+        clock: Arc<JumpClock>,
+        up: Arc<AtomicBool>,
+        stall: Stall,
+        promoter: Arc<Recorder>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<Result<()>>,
+        shared: Arc<Shared>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A standby (interval 1 s, dead_after 5 s, no witnesses, no fence) running on paused time.
+    fn rig(alerts: &str) -> Rig {
+        rig_with(alerts, None)
+    }
+
+    fn rig_with(alerts: &str, claims: Option<crate::runbook::ClaimStore>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[detector]\ninterval_s = 1\ndead_after_s = 5\nrequire_self_probe = false\n\
+             [monitor]\nroles = [\"standby\"]\nstate_dir = \"{}\"\n\
+             [monitor.standby]\njitter = 0.0\n{alerts}",
+            dir.path().join("state").display()
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        let clock = Arc::new(JumpClock::default());
+        let shared = Arc::new(Shared::new(&config, clock.clone()).unwrap());
+        let up = Arc::new(AtomicBool::new(true));
+        let stall = Arc::new(Mutex::new(None));
+        let probe = |name: &str| -> Arc<dyn HealthProbe> {
+            Arc::new(Fake { name: name.into(), up: up.clone(), stall: stall.clone() })
+        };
+        let probes = vec![(ProbeRole::Api, probe("api")), (ProbeRole::Host, probe("host"))];
+        let promoter = Arc::new(Recorder { clock: clock.clone(), at: Mutex::new(Vec::new()) });
+        let mut standby = Standby::new(&config, shared.clone(), probes, None, promoter.clone()).unwrap();
+        if let Some(c) = claims {
+            standby = standby.with_claims(c);
+        }
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(standby.run(rx));
+        Rig { clock, up, stall, promoter, stop, task, shared, _dir: dir }
+    }
+
+    impl Rig {
+        async fn finish(self) -> Vec<(u64, Instant)> {
+            let _ = self.stop.send(true);
+            self.task.await.unwrap().unwrap();
+            self.promoter.at.lock().unwrap().clone()
+        }
+        fn decisions(&self, kind: &str) -> Vec<String> {
+            self.shared
+                .status()
+                .recent_decisions
+                .iter()
+                .filter(|d| d.kind == kind)
+                .map(|d| d.detail.clone())
+                .collect()
+        }
+    }
+
+    /// The loop is paused (its clock jumps 20 s, no timer fires in between) 3 s into a
+    /// suspicion; the primary is still dead after the resume. The 20 s it did not observe are
+    /// not evidence: the promotion comes no earlier than dead_after after the resume.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_during_the_wait_is_not_evidence() {
+        let r = rig("");
+        tokio::time::sleep(Duration::from_secs(5)).await; // warm-up, healthy
+        r.up.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await; // 3 s of evidence (< dead_after)
+        r.clock.jump(Duration::from_secs(20));
+        let resumed = r.clock.instant();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let gaps = r.decisions("gap");
+        let promoted = r.finish().await;
+        assert_eq!(promoted.len(), 1, "the primary stayed dead: one promotion");
+        let after = promoted[0].1.duration_since(resumed);
+        assert!(
+            after >= Duration::from_secs(5),
+            "promoted {after:?} after the resume: the pause counted as evidence"
+        );
+        assert!(after <= Duration::from_secs(8), "promoted {after:?} after the resume");
+        assert!(!gaps.is_empty() && gaps[0].contains("observation gap of 2"), "{gaps:?}");
+    }
+
+    /// The process is paused in the middle of a probe round: that round's readings cannot be
+    /// dated and are discarded, and the evidence before it does not count either.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_during_a_round_discards_its_readings() {
+        let r = rig("");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        r.up.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        *r.stall.lock().unwrap() = Some((r.clock.clone(), Duration::from_secs(30)));
+        let t0 = r.clock.instant();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let resumed = t0 + Duration::from_secs(30);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let gaps = r.decisions("gap");
+        let promoted = r.finish().await;
+        assert_eq!(promoted.len(), 1);
+        let after = promoted[0].1.saturating_duration_since(resumed);
+        assert!(after >= Duration::from_secs(4), "promoted {after:?} after the paused round");
+        assert!(gaps.iter().any(|g| g.contains("during a probe round")), "{gaps:?}");
+    }
+
+    /// Without any pause, the loop promotes dead_after (+ at most two intervals) after the
+    /// primary died: the gap handling costs no detection time.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_pause_detection_takes_dead_after() {
+        let r = rig("");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        r.up.store(false, Ordering::SeqCst);
+        let died = r.clock.instant();
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(r.decisions("gap").is_empty(), "{:?}", r.decisions("gap"));
+        let promoted = r.finish().await;
+        assert_eq!(promoted.len(), 1);
+        let after = promoted[0].1.duration_since(died);
+        assert!((Duration::from_secs(5)..=Duration::from_secs(7)).contains(&after), "{after:?}");
+    }
+
+    /// A rebuilt standby (no state file) in a cluster whose first failover claimed epoch 1:
+    /// the claim read at start-up makes its first promotion epoch 2, never the claimed epoch 1.
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuilt_standby_decides_past_the_newest_claim() {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let claims = crate::runbook::ClaimStore::new(store, "prod", "memory://prod");
+        let first = crate::runbook::Claim {
+            epoch: 1,
+            holder: "master-2".into(),
+            host: "master-2".into(),
+            run_id: "first-failover".into(),
+            claimed_at: DateTime::<Utc>::UNIX_EPOCH,
+            snapshot: None,
+        };
+        claims.claim(&first).await.unwrap();
+        let r = rig_with("", Some(claims));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        r.up.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let promoted = r.finish().await;
+        assert_eq!(promoted.iter().map(|p| p.0).collect::<Vec<_>>(), [2], "one promotion, at epoch 2");
+    }
+
+    /// An alert hook that hangs for 30 s (each state change alerts) does not delay detection:
+    /// deliveries run on the alert queue's task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_alert_hook_does_not_delay_detection() {
+        let r = rig("[monitor.alerts]\nexec = [[\"sleep\", \"30\"]]\ntimeout_s = 30\n");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        r.up.store(false, Ordering::SeqCst);
+        let died = r.clock.instant();
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let promoted = r.finish().await;
+        assert_eq!(promoted.len(), 1, "no promotion within 9 s while the alert hook hangs for 30 s");
+        let after = promoted[0].1.duration_since(died);
+        assert!(after <= Duration::from_secs(8), "promoted {after:?} after the primary died");
+    }
 }

@@ -11,11 +11,11 @@
 use std::process::Stdio;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::{CommandOutput, NodeRemote, RemoteCommand, shell_quote};
 use crate::error::{Error, Result};
+use crate::process::{GroupChild, TimedOut};
 
 /// Runs commands on the local host. See the [module docs](self).
 #[derive(Debug, Clone)]
@@ -41,36 +41,23 @@ impl LocalNodeRemote {
     }
 
     async fn exec(&self, command: &RemoteCommand, stdin: Option<&[u8]>) -> Result<CommandOutput> {
-        let mut child = Command::new("sh")
-            .arg("-c")
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
             .arg(Self::script(command))
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+            .stderr(Stdio::piped());
+        let child = GroupChild::spawn(&mut cmd)
             .map_err(|e| Error::io(format!("start `sh -c {}` on {}", command.command, self.name), e))?;
-        let input = child.stdin.take();
-        let feed = async move {
-            if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
-                // A command that exits without reading its input closes the pipe: not an error of ours.
-                let _ = pipe.write_all(bytes).await;
-                let _ = pipe.shutdown().await;
-            }
-        };
-        let run = async {
-            let ((), out) = tokio::join!(feed, child.wait_with_output());
-            out
-        };
-        match tokio::time::timeout(command.timeout, run).await {
+        match child.output(stdin, command.timeout).await {
             Ok(Ok(out)) => Ok(CommandOutput {
                 exit_code: out.status.code(),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             }),
             Ok(Err(e)) => Err(Error::io(format!("run `{}` on {}", command.command, self.name), e)),
-            // Dropping the child (kill_on_drop) kills the shell.
-            Err(_) => Err(Error::Timeout {
+            // The shell's whole process group was killed: the command's children too.
+            Err(TimedOut) => Err(Error::Timeout {
                 what: format!("command `{}` on {}", command.command, self.name),
                 after: command.timeout,
             }),

@@ -4,16 +4,27 @@
 //! - Host keys verified against a known_hosts file by default. Accepting any host key takes the
 //!   explicit, loudly named [`HostKeyPolicy::AcceptAnyInsecure`], and every connection made under
 //!   it logs a warning.
-//! - A connect timeout (and keepalives, through russh's `Config`) and a per-command timeout
-//!   ([`RemoteCommand::timeout`]); on a command timeout the remote process is sent `SIGTERM` and
-//!   the channel closed.
+//! - A per-command timeout ([`RemoteCommand::timeout`]) that covers the whole command: waiting
+//!   for the connection, connecting (TCP, handshake, authentication), opening the channel and
+//!   running. The connect is also bounded by the connect timeout, so it gets
+//!   `min(connect timeout, what is left of the command's timeout)`: a witness probe with a 3 s
+//!   budget never waits out a 10 s connect. On a command timeout the remote process is sent
+//!   `SIGTERM` and the channel closed (given at most a second, so a dead link cannot hold the
+//!   error back). Keepalives go through russh's `Config`.
 //! - Output is streamed line by line into `tracing` (target `kdr::remote::output`, level debug)
 //!   while the command runs, and also returned in full.
 //! - A command killed by a signal has `exit_code: None`.
 //!
 //! One connection per node is opened on first use and reused (each command is its own channel,
-//! so commands on one node may run concurrently); a dropped connection is reopened once.
+//! so commands on one node may run concurrently); a dropped connection is reopened once. A
+//! command that does not finish on a cached connection (it timed out, the link failed, or the
+//! caller dropped its future, as a bounded probe does) marks that connection broken: the next
+//! command opens a new one instead of waiting on a session over a dead link, which keepalives
+//! would only notice after three intervals. Commands already running on the old connection keep
+//! it until they end.
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_ssh2_tokio::client::{AuthMethod, Client, ServerCheckMethod};
@@ -24,6 +35,9 @@ use tokio::sync::Mutex;
 
 use super::{CommandOutput, NodeRemote, RemoteCommand};
 use crate::error::{Error, Result};
+
+/// How long sending `SIGTERM` and closing the channel of a timed-out command may take.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// How a node's SSH host key is verified.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +82,8 @@ pub struct SshConfig {
     pub known_hosts: PathBuf,
     /// Whether host keys are checked; see [`HostKeyPolicy`].
     pub host_key_policy: HostKeyPolicy,
-    /// How long connecting and authenticating may take.
+    /// How long connecting and authenticating may take (never more than what is left of the
+    /// command's own timeout).
     #[serde(with = "serde_duration")]
     pub connect_timeout: Duration,
     /// The timeout of commands that don't set their own.
@@ -128,7 +143,8 @@ pub struct SshTarget {
     pub known_hosts: PathBuf,
     /// Host key policy.
     pub host_key_policy: HostKeyPolicy,
-    /// Connect (TCP + handshake + authentication) timeout.
+    /// Connect (TCP + handshake + authentication) timeout; a command's connect gets at most
+    /// what is left of the command's timeout.
     pub connect_timeout: Duration,
     /// Keepalive interval.
     pub keepalive_interval: Duration,
@@ -144,7 +160,51 @@ impl SshTarget {
 #[derive(Debug)]
 pub struct SshNodeRemote {
     target: SshTarget,
-    client: Mutex<Option<Client>>,
+    connection: Mutex<Option<Arc<Connection>>>,
+}
+
+/// The cached connection to a node.
+#[derive(Debug)]
+struct Connection {
+    client: Client,
+    /// Set when a command on it did not finish: nothing new is started on it.
+    broken: AtomicBool,
+}
+
+impl Connection {
+    fn usable(&self) -> bool {
+        !self.broken.load(Ordering::Acquire) && !self.client.is_closed()
+    }
+}
+
+/// A command's hold on a connection: unless [`done`](Self::done) is called, dropping it marks
+/// the connection broken. Dropping the command's future (a timeout, a cancelled caller) drops it.
+struct InUse<'a> {
+    connection: Arc<Connection>,
+    node: &'a str,
+    done: bool,
+}
+
+impl<'a> InUse<'a> {
+    fn new(connection: Arc<Connection>, node: &'a str) -> Self {
+        Self { connection, node, done: false }
+    }
+
+    /// The command finished: the connection is fine to reuse.
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        if !self.done && !self.connection.broken.swap(true, Ordering::AcqRel) {
+            tracing::debug!(
+                node = self.node,
+                "a command on the cached ssh connection did not finish: the next command reconnects"
+            );
+        }
+    }
 }
 
 impl SshNodeRemote {
@@ -174,7 +234,7 @@ impl SshNodeRemote {
                 ),
             ));
         }
-        Ok(Self { target, client: Mutex::new(None) })
+        Ok(Self { target, connection: Mutex::new(None) })
     }
 
     /// The target this remote connects to.
@@ -182,7 +242,9 @@ impl SshNodeRemote {
         &self.target
     }
 
-    async fn connect(&self) -> Result<Client> {
+    /// Connects within `budget` (the command's timeout) or the connect timeout, whichever is
+    /// shorter.
+    async fn connect(&self, budget: Duration) -> Result<Client> {
         let t = &self.target;
         let check = match t.host_key_policy {
             HostKeyPolicy::KnownHosts => {
@@ -207,7 +269,8 @@ impl SshNodeRemote {
         let auth = AuthMethod::with_key_file(&t.key_file, None);
         tracing::debug!(node = %t.name, addr = %t.addr(), "connecting over ssh");
         let connecting = Client::connect_with_config((t.host.as_str(), t.port), &t.user, auth, check, config);
-        match tokio::time::timeout(t.connect_timeout, connecting).await {
+        let limit = t.connect_timeout.min(budget);
+        match tokio::time::timeout(limit, connecting).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(connect_error(t, e)),
             Err(_) => Err(Error::Timeout {
@@ -216,39 +279,74 @@ impl SshNodeRemote {
                     t.name,
                     t.addr()
                 ),
-                after: t.connect_timeout,
+                after: limit,
             }),
         }
     }
 
-    /// A channel on the cached connection, reconnecting once if the connection is gone.
-    async fn channel(&self) -> Result<russh::Channel<russh::client::Msg>> {
-        let mut guard = self.client.lock().await;
-        if let Some(client) = guard.as_ref().filter(|c| !c.is_closed())
-            && let Ok(ch) = client.get_channel().await
-        {
-            return Ok(ch);
+    /// A channel for one command, with the command's hold on its connection: on the cached
+    /// connection if it is usable, else on a new one (opened once, under the lock, so concurrent
+    /// commands share it). `budget` bounds the connect; the caller bounds the whole.
+    async fn channel(&self, budget: Duration) -> Result<(InUse<'_>, russh::Channel<russh::client::Msg>)> {
+        let node = self.target.name.as_str();
+        let cached = self.connection.lock().await.as_ref().filter(|c| c.usable()).cloned();
+        if let Some(connection) = cached {
+            let hold = InUse::new(connection, node);
+            match hold.connection.client.get_channel().await {
+                Ok(ch) => return Ok((hold, ch)),
+                // `hold` drops unfinished: the connection is marked broken, and replaced below.
+                Err(e) => tracing::debug!(node, error = %e, "the cached ssh connection failed; reconnecting"),
+            }
         }
-        *guard = None;
-        let client = self.connect().await?;
-        let ch = client.get_channel().await.map_err(|e| {
-            Error::unavailable(format!("opening an ssh channel to node {}", self.target.name), e)
-        })?;
-        *guard = Some(client);
-        Ok(ch)
+        let connection = {
+            let mut guard = self.connection.lock().await;
+            match guard.as_ref().filter(|c| c.usable()) {
+                // Another command reconnected while this one waited for the lock.
+                Some(c) => c.clone(),
+                None => {
+                    *guard = None;
+                    let c = Arc::new(Connection {
+                        client: self.connect(budget).await?,
+                        broken: AtomicBool::new(false),
+                    });
+                    *guard = Some(c.clone());
+                    c
+                }
+            }
+        };
+        let hold = InUse::new(connection, node);
+        let ch = hold
+            .connection
+            .client
+            .get_channel()
+            .await
+            .map_err(|e| Error::unavailable(format!("opening an ssh channel to node {node}"), e))?;
+        Ok((hold, ch))
     }
 
     async fn exec(&self, command: &RemoteCommand, stdin: Option<&[u8]>) -> Result<CommandOutput> {
         let node = self.target.name.as_str();
         let line = command.command_line();
-        let mut channel = self.channel().await?;
-        if command.quiet {
-            tracing::debug!(node, command = %line, stdin = stdin.is_some(), "running");
-        } else {
-            tracing::info!(node, command = %line, stdin = stdin.is_some(), "running");
-        }
-        let running = drive(&mut channel, node, &line, stdin);
-        match tokio::time::timeout(command.timeout, running).await {
+        // The command's timeout covers everything: the lock, the connect, the channel and the
+        // run. `started` holds the channel once the command runs, to stop it on a timeout.
+        let mut started = None;
+        let attempt = async {
+            let (hold, channel) = self.channel(command.timeout).await?;
+            if command.quiet {
+                tracing::debug!(node, command = %line, stdin = stdin.is_some(), "running");
+            } else {
+                tracing::info!(node, command = %line, stdin = stdin.is_some(), "running");
+            }
+            let out = drive(started.insert(channel), node, &line, stdin).await.map_err(|e| {
+                Error::unavailable(
+                    format!("running `{}` on node {} (the ssh connection failed)", command.command, node),
+                    e,
+                )
+            })?;
+            hold.done();
+            Ok(out)
+        };
+        match tokio::time::timeout(command.timeout, attempt).await {
             Ok(Ok(out)) => {
                 if command.quiet {
                     tracing::debug!(node, command = %line, exit_code = ?out.exit_code, "finished");
@@ -257,19 +355,31 @@ impl SshNodeRemote {
                 }
                 Ok(out)
             }
-            Ok(Err(e)) => Err(Error::unavailable(
-                format!("running `{}` on node {} (the ssh connection failed)", command.command, node),
-                e,
-            )),
-            Err(_) => {
-                // Best effort: ask sshd to signal the process, then close our side.
-                let _ = channel.signal(Sig::TERM).await;
-                let _ = channel.close().await;
-                Err(Error::Timeout {
-                    what: format!("command `{}` on node {}", command.command, node),
+            Ok(Err(e)) => Err(e),
+            Err(_) => match started {
+                Some(channel) => {
+                    // Best effort: ask sshd to signal the process, then close our side. Bounded:
+                    // over a dead link the session may not even take the messages.
+                    let stop = async {
+                        let _ = channel.signal(Sig::TERM).await;
+                        let _ = channel.close().await;
+                    };
+                    let _ = tokio::time::timeout(STOP_GRACE, stop).await;
+                    Err(Error::Timeout {
+                        what: format!("command `{}` on node {}", command.command, node),
+                        after: command.timeout,
+                    })
+                }
+                None => Err(Error::Timeout {
+                    what: format!(
+                        "connecting to node {node} ({}) over ssh to run `{}` (no session within the \
+                         command's timeout; check that the host is up and reachable)",
+                        self.target.addr(),
+                        command.command
+                    ),
                     after: command.timeout,
-                })
-            }
+                }),
+            },
         }
     }
 }
@@ -481,6 +591,216 @@ mod tests {
         assert!(matches!(&e, Error::Config { key, .. } if key == "ssh.known_hosts"), "{e}");
         t.host_key_policy = HostKeyPolicy::AcceptAnyInsecure;
         SshNodeRemote::new(t).unwrap();
+    }
+
+    fn keygen(path: &std::path::Path) {
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(path)
+            .status()
+            .expect("ssh-keygen (openssh-client) for the test keys");
+        assert!(st.success());
+    }
+
+    /// A remote for `port` on loopback: a real client key, any host key accepted.
+    fn loopback(dir: &std::path::Path, name: &str, port: u16, connect_timeout: Duration) -> SshNodeRemote {
+        let key = dir.join("id_ed25519");
+        if !key.exists() {
+            keygen(&key);
+        }
+        let mut t = SshConfig::default().target(name, "127.0.0.1");
+        t.port = port;
+        t.key_file = key;
+        t.host_key_policy = HostKeyPolicy::AcceptAnyInsecure;
+        t.connect_timeout = connect_timeout;
+        SshNodeRemote::new(t).unwrap()
+    }
+
+    /// An "sshd" that accepts TCP connections, holds them, and never says a word.
+    async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        (port, holder)
+    }
+
+    fn connect_timed_out(r: &Result<CommandOutput>, node: &str, after: Duration) -> bool {
+        matches!(r, Err(Error::Timeout { what, after: a })
+            if what.starts_with(&format!("connecting to node {node} ")) && *a == after)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connect_is_bounded_by_the_command_timeout_and_the_connect_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, holder) = silent_listener().await;
+        let budget = Duration::from_secs(2);
+        let within = budget + Duration::from_millis(1);
+
+        // A 10 s connect timeout, a 2 s command: the command's budget wins.
+        let r = loopback(dir.path(), "silent-1", port, Duration::from_secs(10));
+        let out = tokio::time::timeout(within, r.run(&RemoteCommand::new("true", budget))).await;
+        let out = out.expect("the connect must not outlive the command's 2s budget");
+        assert!(connect_timed_out(&out, "silent-1", budget), "{out:?}");
+
+        // Two commands at once: the second waits for the first's connect, within its own budget.
+        let (a, b) = tokio::time::timeout(
+            within,
+            futures::future::join(
+                r.run(&RemoteCommand::new("a", budget)),
+                r.run(&RemoteCommand::new("b", budget)),
+            ),
+        )
+        .await
+        .expect("waiting for another command's connect is inside the budget too");
+        assert!(connect_timed_out(&a, "silent-1", budget), "{a:?}");
+        assert!(connect_timed_out(&b, "silent-1", budget), "{b:?}");
+
+        // A 1 s connect timeout, a 20 s command: the connect timeout wins.
+        let r = loopback(dir.path(), "silent-2", port, Duration::from_secs(1));
+        let out = tokio::time::timeout(
+            Duration::from_millis(1001),
+            r.run(&RemoteCommand::new("true", Duration::from_secs(20))),
+        )
+        .await
+        .expect("bounded by the 1s connect timeout");
+        assert!(connect_timed_out(&out, "silent-2", Duration::from_secs(1)), "{out:?}");
+        holder.abort();
+    }
+
+    /// A minimal in-process SSH server (russh's): accepts any key, and answers every command
+    /// with exit status 0 without running anything. Enough to test connection handling.
+    #[derive(Clone)]
+    struct TinySshd;
+
+    impl russh::server::Handler for TinySshd {
+        type Error = russh::Error;
+
+        async fn auth_publickey(
+            &mut self,
+            _: &str,
+            _: &russh::keys::PublicKey,
+        ) -> std::result::Result<russh::server::Auth, Self::Error> {
+            Ok(russh::server::Auth::Accept)
+        }
+
+        async fn channel_open_session(
+            &mut self,
+            _: russh::Channel<russh::server::Msg>,
+            reply: russh::server::ChannelOpenHandle,
+            _: &mut russh::server::Session,
+        ) -> std::result::Result<(), Self::Error> {
+            reply.accept().await;
+            Ok(())
+        }
+
+        async fn exec_request(
+            &mut self,
+            channel: russh::ChannelId,
+            _: &[u8],
+            session: &mut russh::server::Session,
+        ) -> std::result::Result<(), Self::Error> {
+            session.channel_success(channel)?;
+            session.exit_status_request(channel, 0)?;
+            session.eof(channel)?;
+            session.close(channel)?;
+            Ok(())
+        }
+    }
+
+    /// [`TinySshd`] behind a TCP relay that can freeze the connections it carries: a frozen
+    /// connection stays open at both ends and carries nothing, as over a dead link (no RST, no
+    /// FIN). Connections made after a freeze are relayed normally.
+    struct FreezableSshd {
+        port: u16,
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        freezers: Arc<std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl FreezableSshd {
+        async fn start(dir: &std::path::Path) -> Self {
+            let host_key = dir.join("host_ed25519");
+            keygen(&host_key);
+            let config = Arc::new(russh::server::Config {
+                keys: vec![russh::keys::load_secret_key(&host_key, None).unwrap()],
+                ..Default::default()
+            });
+            let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = relay.local_addr().unwrap().port();
+            let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let freezers = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (acc, frz) = (accepted.clone(), freezers.clone());
+            let task = tokio::spawn(async move {
+                while let Ok((mut outer, _)) = relay.accept().await {
+                    acc.fetch_add(1, Ordering::SeqCst);
+                    let (mut relayed, inner) = tokio::io::duplex(1 << 16);
+                    let session = russh::server::run_stream(config.clone(), inner, TinySshd);
+                    tokio::spawn(async move {
+                        if let Ok(s) = session.await {
+                            let _ = s.await;
+                        }
+                    });
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    frz.lock().unwrap().push(tx);
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut outer, &mut relayed) => {}
+                            _ = rx => std::future::pending::<()>().await,
+                        }
+                    });
+                }
+            });
+            Self { port, accepted, freezers, task }
+        }
+
+        fn freeze_existing(&self) {
+            for tx in self.freezers.lock().unwrap().drain(..) {
+                let _ = tx.send(());
+            }
+        }
+
+        fn accepted(&self) -> usize {
+            self.accepted.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for FreezableSshd {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_that_times_out_drops_the_cached_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let sshd = FreezableSshd::start(dir.path()).await;
+        let r = loopback(dir.path(), "node-1", sshd.port, Duration::from_secs(5));
+        let cmd = RemoteCommand::new("true", Duration::from_millis(500));
+        assert_eq!(r.run(&cmd).await.unwrap().exit_code, Some(0));
+        assert_eq!(r.run(&cmd).await.unwrap().exit_code, Some(0));
+        assert_eq!(sshd.accepted(), 1, "the connection is cached and reused");
+
+        // The link goes dead under the cached connection: TCP stays up, nothing gets through.
+        sshd.freeze_existing();
+        let out = tokio::time::timeout(Duration::from_secs(3), r.run(&cmd)).await.expect("bounded by 500ms");
+        assert!(matches!(&out, Err(Error::Timeout { what, .. }) if what.contains("node node-1")), "{out:?}");
+        // The next command does not wait on the dead session: it reconnects.
+        let out = tokio::time::timeout(Duration::from_secs(3), r.run(&cmd)).await.expect("bounded by 500ms");
+        assert_eq!(out.unwrap().exit_code, Some(0));
+        assert_eq!(sshd.accepted(), 2, "a new connection replaced the dead one");
+
+        // Same when the caller gives up first (a bounded probe drops the command's future).
+        sshd.freeze_existing();
+        let long = RemoteCommand::new("true", Duration::from_secs(60));
+        assert!(tokio::time::timeout(Duration::from_millis(500), r.run(&long)).await.is_err());
+        let out = tokio::time::timeout(Duration::from_secs(3), r.run(&cmd)).await.expect("bounded by 500ms");
+        assert_eq!(out.unwrap().exit_code, Some(0));
+        assert_eq!(sshd.accepted(), 3, "a new connection replaced the abandoned one");
     }
 
     #[test]

@@ -10,16 +10,19 @@
 //! bundle_mode = "new-host"                           # or "same-host"
 //! etcdutl = "/usr/local/bin/etcdutl"                 # default: etcdutl on PATH
 //! etcdctl = "/usr/local/bin/etcdctl"                 # etcd 3.4 fallback
+//! etcdutl_timeout = "10m"                            # then the restore tool is killed
 //! etcd = "/usr/local/bin/etcd"                       # drills start it
 //! work_dir = "/var/tmp"                              # drills restore under it
 //! ```
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::BundleMode;
 use crate::error::{Error, Result};
+use crate::etcd::etcdutl::DEFAULT_RESTORE_TIMEOUT;
 use crate::etcd::{DEFAULT_BUMP_REVISION, DEFAULT_CLUSTER_TOKEN, EtcdutlRestorer};
 
 /// `[restore]`: defaults for `kdr restore` and `kdr drill`; flags override them.
@@ -45,6 +48,10 @@ pub struct RestoreConfig {
     pub etcdutl: PathBuf,
     /// The etcdctl binary, for etcd 3.4 (default `etcdctl` on `PATH`).
     pub etcdctl: PathBuf,
+    /// How long `etcdutl snapshot restore` (or etcdctl's, for 3.4) may run before it is killed
+    /// with every process it started (default 10m).
+    #[serde(with = "crate::remote::ssh::serde_duration")]
+    pub etcdutl_timeout: Duration,
     /// The etcd binary drills run (default `etcd` on `PATH`).
     pub etcd: PathBuf,
     /// Where drills make their temporary dir (default: the system temp dir).
@@ -63,6 +70,7 @@ impl Default for RestoreConfig {
             bundle_mode: None,
             etcdutl: PathBuf::from("etcdutl"),
             etcdctl: PathBuf::from("etcdctl"),
+            etcdutl_timeout: DEFAULT_RESTORE_TIMEOUT,
             etcd: PathBuf::from("etcd"),
             work_dir: None,
         }
@@ -108,7 +116,10 @@ impl RestoreConfig {
 
     /// The restorer these settings describe.
     pub fn restorer(&self) -> EtcdutlRestorer {
-        EtcdutlRestorer::new().with_etcdutl(&self.etcdutl).with_etcdctl(&self.etcdctl)
+        EtcdutlRestorer::new()
+            .with_etcdutl(&self.etcdutl)
+            .with_etcdctl(&self.etcdctl)
+            .with_timeout(self.etcdutl_timeout)
     }
 }
 
@@ -144,6 +155,10 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some("m1"));
         assert_eq!(c.bundle_mode, Some(BundleMode::SameHost));
         assert_eq!(c.bump_revision, DEFAULT_BUMP_REVISION);
+        assert_eq!(c.etcdutl_timeout, Duration::from_secs(600));
         assert!(toml::from_str::<RestoreConfig>("nmae = \"typo\"").is_err());
+        let c: RestoreConfig = toml::from_str("etcdutl_timeout = \"30m\"\n").unwrap();
+        assert_eq!(c.etcdutl_timeout, Duration::from_secs(1800));
+        assert!(toml::from_str::<RestoreConfig>("etcdutl_timeout = 600\n").is_err());
     }
 }

@@ -18,6 +18,10 @@
 //! 6. `old-primary-etcd-member`: no etcd member named after the old primary or at its address
 //!    (a restore with a new `--initial-cluster` already leaves none; seed 004 shows what happens
 //!    otherwise).
+//!
+//! When the old primary is this node (a same-host rebuild, [`CheckContext::old_primary_here`]),
+//! 5 and 6 are skipped with a note (they would delete this node's own Node and etcd member), and
+//! `nodes-ready` waits for this node like any other.
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +56,28 @@ pub struct CheckContext {
     pub endpoint: Option<String>,
     /// Workers whose recovery failed (not expected Ready; already reported).
     pub failed_workers: Vec<String>,
+    /// Why the old primary is this node, if it is (a same-host rebuild, seeds 001/004: same
+    /// name, or its address is this host's). Then its Node and etcd member are this node's own:
+    /// the clean-up skips them, and `nodes-ready` waits for this node as usual.
+    #[serde(default)]
+    pub old_primary_is_this_node: Option<String>,
+}
+
+impl CheckContext {
+    /// Whether the old primary is this node ([`old_primary_is_this_node`](Self::old_primary_is_this_node),
+    /// or the same node name).
+    pub fn old_primary_here(&self) -> bool {
+        self.old_primary_is_this_node.is_some() || self.old_primary.name == self.this_node.name
+    }
+
+    /// The journal's note for a skipped clean-up step.
+    fn skipped_clean_up(&self, what: &str) -> String {
+        format!(
+            "skipped: the old primary {} is this node ({}); {what} is this node's own and is kept",
+            self.old_primary.name,
+            self.old_primary_is_this_node.as_deref().unwrap_or("same node name")
+        )
+    }
 }
 
 /// One check's outcome.
@@ -292,9 +318,12 @@ impl KubectlPostChecks {
         let mut not_ready = Vec::new();
         let mut ready = 0;
         let mut seen_self = false;
+        // The old primary's Node is not waited for, unless it is this node's (the same name, a
+        // same-host rebuild): then it is the node that must be Ready.
+        let skip_old = ctx.old_primary.name != ctx.this_node.name;
         for n in &list.items {
             let name = &n.metadata.name;
-            if *name == ctx.old_primary.name || ctx.failed_workers.contains(name) {
+            if (skip_old && *name == ctx.old_primary.name) || ctx.failed_workers.contains(name) {
                 continue;
             }
             seen_self |= *name == ctx.this_node.name;
@@ -469,12 +498,35 @@ impl KubectlPostChecks {
 impl PostChecker for KubectlPostChecks {
     fn plan(&self, ctx: &CheckContext) -> Vec<String> {
         let t = humantime::format_duration(self.settings.timeout);
+        let (old_node, old_member) = if ctx.old_primary_here() {
+            (ctx.skipped_clean_up("its Node"), ctx.skipped_clean_up("its etcd member"))
+        } else {
+            (
+                format!(
+                    "`{}`",
+                    self.kubectl(&format!("delete node {} --ignore-not-found", ctx.old_primary.name))
+                ),
+                format!(
+                    "`{}`, removing members named {} or at {}",
+                    self.etcdctl(ctx, "member list -w json"),
+                    ctx.old_primary.name,
+                    ctx.old_primary.address
+                ),
+            )
+        };
         vec![
-            format!(
-                "nodes-ready: poll `{}` until all but {} are Ready (timeout {t})",
-                self.kubectl("get nodes -o json"),
-                ctx.old_primary.name
-            ),
+            if ctx.old_primary.name == ctx.this_node.name {
+                format!(
+                    "nodes-ready: poll `{}` until all are Ready, this node included (timeout {t})",
+                    self.kubectl("get nodes -o json")
+                )
+            } else {
+                format!(
+                    "nodes-ready: poll `{}` until all but {} are Ready (timeout {t})",
+                    self.kubectl("get nodes -o json"),
+                    ctx.old_primary.name
+                )
+            },
             match (&ctx.recorded_pods, ctx.expected_pods) {
                 (Some(recorded), _) => {
                     let (expected, excluded) = pods_to_expect(ctx, recorded);
@@ -498,16 +550,8 @@ impl PostChecker for KubectlPostChecks {
                 self.test_pod(ctx.epoch),
                 self.settings.test_pod_image
             ),
-            format!(
-                "old-primary-node: `{}`",
-                self.kubectl(&format!("delete node {} --ignore-not-found", ctx.old_primary.name))
-            ),
-            format!(
-                "old-primary-etcd-member: `{}`, removing members named {} or at {}",
-                self.etcdctl(ctx, "member list -w json"),
-                ctx.old_primary.name,
-                ctx.old_primary.address
-            ),
+            format!("old-primary-node: {old_node}"),
+            format!("old-primary-etcd-member: {old_member}"),
         ]
     }
 
@@ -548,6 +592,15 @@ impl PostChecker for KubectlPostChecks {
         if let Some(endpoint) = &ctx.endpoint {
             results.push(self.poll("endpoint-references", || self.endpoint_references(endpoint)).await);
         }
+        if ctx.old_primary_here() {
+            // Same host: deleting "the old primary's" Node or etcd member would remove this node's.
+            for (name, what) in
+                [("old-primary-node", "its Node"), ("old-primary-etcd-member", "its etcd member")]
+            {
+                results.push(CheckResult { name: name.into(), ok: true, detail: ctx.skipped_clean_up(what) });
+            }
+            return Ok(results);
+        }
         results.push(self.poll("old-primary-node", || self.remove_old_node(ctx)).await);
         results.push(self.poll("old-primary-etcd-member", || self.remove_old_member(ctx)).await);
         Ok(results)
@@ -573,6 +626,7 @@ mod tests {
             recorded_pods: None,
             endpoint: Some("192.168.30.202:6443".into()),
             failed_workers: vec![],
+            old_primary_is_this_node: None,
         }
     }
 
@@ -806,6 +860,69 @@ mod tests {
             "{named}"
         );
         assert!(line(&ctx()).contains("at least 2 pods (counts only"), "{}", line(&ctx()));
+    }
+
+    /// Seeds 001/004: the primary rebuilt with its old name and IP, promoting itself.
+    fn same_host() -> CheckContext {
+        let mut c = ctx();
+        c.this_node = NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() };
+        c.old_primary = c.this_node.clone();
+        c.endpoint = Some("192.168.30.200:6443".into());
+        c.old_primary_is_this_node = Some("its node name \"master-1\" is this node's".into());
+        c
+    }
+
+    #[tokio::test]
+    async fn same_host_keeps_its_own_node_and_member_and_waits_for_itself() {
+        let nodes = r#"{"items":[
+          {"metadata":{"name":"master-1"},"status":{"conditions":[{"type":"Ready","status":"True"}]}},
+          {"metadata":{"name":"worker-1"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+        let fake = healthy();
+        fake.respond("get nodes -o json", Reply::exit(0, nodes, ""))
+            .respond("cluster-info", Reply::exit(0, "    server: https://192.168.30.200:6443\n", ""))
+            .respond("configmap kube-proxy", Reply::exit(0, "    server: https://192.168.30.200:6443\n", ""))
+            .respond(
+                "member list -w json",
+                Reply::exit(0, r#"{"members":[{"ID":255,"name":"master-1","peerURLs":["https://192.168.30.200:2380"]}]}"#, ""),
+            );
+        let c = same_host();
+        let results = KubectlPostChecks::new(fake.clone(), settings()).run(&c).await.unwrap();
+        assert!(results.iter().all(|r| r.ok), "{results:#?}");
+        let by = |n: &str| results.iter().find(|r| r.name == n).unwrap().detail.clone();
+        assert_eq!(by("nodes-ready"), "2 nodes Ready", "this node counted, not skipped as the old one");
+        for (name, what) in [("old-primary-node", "its Node"), ("old-primary-etcd-member", "its etcd member")]
+        {
+            assert_eq!(
+                by(name),
+                format!(
+                    "skipped: the old primary master-1 is this node (its node name \"master-1\" is this node's); \
+                     {what} is this node's own and is kept"
+                )
+            );
+        }
+        let cmds = fake.commands();
+        assert!(!cmds.iter().any(|c| c.contains("delete node")), "{cmds:?}");
+        assert!(!cmds.iter().any(|c| c.contains("member list") || c.contains("member remove")), "{cmds:?}");
+        let plan = KubectlPostChecks::new(fake, settings()).plan(&c).join("\n");
+        assert!(plan.contains("until all are Ready, this node included"), "{plan}");
+        assert!(plan.contains("old-primary-node: skipped") && !plan.contains("delete node"), "{plan}");
+
+        // This node not Ready yet: waited for (and named), not skipped as "the old primary".
+        let fake = healthy();
+        fake.respond("get nodes -o json", Reply::exit(0, &nodes.replacen("True", "False", 1), ""));
+        let results = KubectlPostChecks::new(fake, settings()).run(&c).await.unwrap();
+        assert!(!results[0].ok && results[0].detail.contains("not Ready: master-1"), "{:?}", results[0]);
+
+        // Same host by address only (the name was changed): its clean-up is skipped all the same,
+        // and the stale Node of the old name is not waited for.
+        let mut c = ctx();
+        c.old_primary_is_this_node =
+            Some("its address 192.168.30.200 is one of this host's own addresses".into());
+        let fake = healthy();
+        let results = KubectlPostChecks::new(fake.clone(), settings()).run(&c).await.unwrap();
+        assert!(results.iter().find(|r| r.name == "old-primary-node").unwrap().detail.starts_with("skipped"));
+        assert!(results[0].ok, "{:?}", results[0]);
+        assert!(!fake.commands().iter().any(|c| c.contains("delete node")));
     }
 
     #[tokio::test]

@@ -6,8 +6,12 @@
 //! "already exists" and refuses to promote. Nothing home-made (no lease, no lock server) is
 //! involved, so this scales to several standbys.
 //!
-//! The newest claim also tells an old primary that comes back that it has been replaced (its
-//! self-fence guard reads [`ClaimStore::newest`]).
+//! The claims also order the epochs: before claiming, the runbook reads the newest claim and
+//! refuses an epoch older than it or claimed by another run, and a standby's detector raises its
+//! own epoch to [`ClaimStore::newest_epoch`], so a rebuilt standby never asks for an epoch already
+//! claimed. The newest claim also tells an old primary that comes back that it has been replaced
+//! (its self-fence guard reads [`ClaimStore::newest`]). Where the claims live is derived once,
+//! [`claims_prefix`](super::claims_prefix), for the runbook and the monitor alike.
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -142,6 +146,20 @@ impl ClaimStore {
 
     /// The highest claimed epoch's claim, if any epoch was ever claimed.
     pub async fn newest(&self) -> Result<Option<Claim>> {
+        match self.max_epoch().await? {
+            Some(epoch) => self.get(epoch).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The highest claimed epoch, 0 if none (one listing, no read): what a standby's monitor
+    /// feeds its detector as [`Input::ClaimSeen`](crate::failover::Input::ClaimSeen), at start-up
+    /// and periodically, so that it never decides an epoch already claimed.
+    pub async fn newest_epoch(&self) -> Result<u64> {
+        Ok(self.max_epoch().await?.unwrap_or(0))
+    }
+
+    async fn max_epoch(&self) -> Result<Option<u64>> {
         let prefix = ObjectPath::from(self.prefix.as_str());
         let metas: Vec<_> = self
             .store
@@ -155,10 +173,7 @@ impl ClaimStore {
                 m.location.filename()?.strip_prefix("epoch-")?.strip_suffix(".json")?.parse::<u64>().ok()
             })
             .max();
-        match newest {
-            Some(epoch) => self.get(epoch).await,
-            None => Ok(None),
-        }
+        Ok(newest)
     }
 }
 
@@ -183,12 +198,14 @@ mod tests {
         let claims = ClaimStore::new(Arc::new(InMemory::new()), "prod/", "memory://");
         assert_eq!(claims.path(3).as_ref(), "prod/claims/epoch-3.json");
         assert_eq!(claims.newest().await.unwrap(), None);
+        assert_eq!(claims.newest_epoch().await.unwrap(), 0);
         assert_eq!(claims.claim(&claim(3, "master-2", "r1")).await.unwrap(), ClaimOutcome::Won);
         assert_eq!(claims.claim(&claim(3, "master-2", "r1")).await.unwrap(), ClaimOutcome::AlreadyOurs);
         let err = claims.claim(&claim(3, "master-3", "r2")).await.unwrap_err().to_string();
         assert!(err.contains("epoch 3 already claimed by master-2"), "{err}");
         claims.claim(&claim(10, "master-3", "r3")).await.unwrap();
         assert_eq!(claims.newest().await.unwrap().unwrap().holder, "master-3");
+        assert_eq!(claims.newest_epoch().await.unwrap(), 10);
         assert_eq!(claims.get(4).await.unwrap(), None);
     }
 }

@@ -11,7 +11,7 @@ use crate::etcd::{DEFAULT_PEER_PORT, RestoreSpec};
 use crate::fence::{ExecFencer, FenceKind, Fencer, NoFence, SshFencer};
 use crate::remote::{LocalNodeRemote, NodeRemote, SshNodeRemote};
 use crate::runbook::claim::ClaimStore;
-use crate::snapshot::ObjectStoreSnapshotStore;
+use crate::snapshot::{ObjectStoreSnapshotStore, SnapshotStore};
 use crate::workers::{KubectlReadiness, WorkerTarget};
 
 /// The prefix claims live under for a store URL: the same prefix the backup sets use (a
@@ -32,6 +32,54 @@ pub fn claims_prefix_for(url: &str) -> Result<String> {
     })
 }
 
+/// Where the epoch claims live for `cfg`: `promotion.claims_prefix`, else the store URL's prefix
+/// ([`claims_prefix_for`]). This is the one derivation: the runbook writes its claims there,
+/// and the monitor (the self-fence guard, the standby's detector) reads them there.
+///
+/// The older key `monitor.self_fence.claims_prefix` is still read, but only as a check: if it is
+/// set and names another location, this is [`Error::Config`] naming both keys (a guard reading
+/// elsewhere than the runbook writes would never see a claim, and never fence).
+pub fn claims_prefix(cfg: &Config) -> Result<String> {
+    let url = cfg.store_url()?;
+    let ours = if cfg.promotion.claims_prefix.trim_matches('/').is_empty() {
+        claims_prefix_for(url)?
+    } else {
+        cfg.promotion.claims_prefix.trim_matches('/').to_owned()
+    };
+    if let Some(legacy) = &cfg.monitor.self_fence.claims_prefix
+        && legacy.trim_matches('/') != ours
+    {
+        return Err(Error::config(
+            "monitor.self_fence.claims_prefix",
+            format!(
+                "{legacy:?} differs from where `kdr failover` writes its claims ({ours:?}, from {}): the self-fence \
+                 guard would watch a place no claim is ever written. Remove monitor.self_fence.claims_prefix (the \
+                 guard then reads where the runbook writes), or set promotion.claims_prefix to move both",
+                if cfg.promotion.claims_prefix.trim_matches('/').is_empty() {
+                    "the store URL's prefix; promotion.claims_prefix is unset"
+                } else {
+                    "promotion.claims_prefix"
+                }
+            ),
+        ));
+    }
+    Ok(ours)
+}
+
+/// The claims of `cfg` ([`claims_prefix`]) in `store`, the store `[store]` opened (so an
+/// in-memory store is shared with the backup sets).
+pub fn claim_store(cfg: &Config, store: &ObjectStoreSnapshotStore) -> Result<ClaimStore> {
+    Ok(ClaimStore::new(store.inner().clone(), &claims_prefix(cfg)?, store.describe()))
+}
+
+/// Opens `[store]` and returns its claims ([`claim_store`]): what the monitor's standby reads
+/// the newest claim from (feed it to the detector as
+/// [`Input::ClaimSeen`](crate::failover::Input::ClaimSeen)).
+pub fn open_claim_store(cfg: &Config) -> Result<ClaimStore> {
+    let store = ObjectStoreSnapshotStore::from_url(cfg.store_url()?, &cfg.store_options()?)?;
+    claim_store(cfg, &store)
+}
+
 /// Builds the runbook the configuration describes, on this host: the store from `[store]`, the
 /// fencer from `[fence]` (over `[ssh]` for `ssh`), the restore flow from `[restore]`, kubeadm from
 /// `[kubeadm]` run locally, the workers from `[[workers]]`/`[worker_recovery]` over SSH, and the
@@ -44,8 +92,7 @@ pub fn build_runbook(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Runbook> {
     cfg.hooks.validate()?;
     let url = cfg.store_url()?;
     let store = ObjectStoreSnapshotStore::from_url(url, &cfg.store_options()?)?;
-    let prefix = if p.claims_prefix.is_empty() { claims_prefix_for(url)? } else { p.claims_prefix.clone() };
-    let claims = ClaimStore::new(store.inner().clone(), &prefix, url);
+    let claims = claim_store(cfg, &store)?;
     let snapshots = Arc::new(store);
 
     let fencer: Arc<dyn Fencer> = match cfg.fence.kind {
@@ -204,5 +251,40 @@ interval_s = 10
         assert_eq!(claims_prefix_for("s3://bucket/prod/eu1").unwrap(), "prod/eu1");
         assert_eq!(claims_prefix_for("file:///var/backups/kdr").unwrap(), "");
         assert_eq!(claims_prefix_for("memory://kdr/prod").unwrap(), "kdr/prod");
+    }
+
+    #[test]
+    fn the_claims_location_is_derived_once_and_the_old_monitor_key_must_agree() {
+        let c = Config::from_toml(FILE, "kdr.toml").unwrap();
+        assert_eq!(claims_prefix(&c).unwrap(), "kdr/prod", "the store URL's prefix");
+        let moved = FILE.replace("[promotion]\n", "[promotion]\nclaims_prefix = \"/dr/claims-here/\"\n");
+        let c = Config::from_toml(&moved, "kdr.toml").unwrap();
+        assert_eq!(claims_prefix(&c).unwrap(), "dr/claims-here");
+        // The runbook and the guard see the same store: what one claims, the other reads.
+        let store = ObjectStoreSnapshotStore::from_url("memory://kdr/prod", &Default::default()).unwrap();
+        let a = claim_store(&c, &store).unwrap();
+        assert_eq!(a.path(3).as_ref(), "dr/claims-here/claims/epoch-3.json");
+
+        // The old key, naming the same place: accepted; another place: refused, naming both keys.
+        let same = format!("{moved}\n[monitor.self_fence]\nclaims_prefix = \"dr/claims-here\"\n");
+        let c = Config::from_toml(&same, "kdr.toml").unwrap();
+        assert_eq!(claims_prefix(&c).unwrap(), "dr/claims-here");
+        let other = format!("{FILE}\n[monitor.self_fence]\nclaims_prefix = \"elsewhere\"\n");
+        let c = Config::from_toml(&other, "kdr.toml").unwrap();
+        let err = claims_prefix(&c).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { key, .. } if key == "monitor.self_fence.claims_prefix"),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"elsewhere\"")
+                && msg.contains("\"kdr/prod\"")
+                && msg.contains("promotion.claims_prefix"),
+            "{msg}"
+        );
+        // Validation of the monitor's configuration refuses it too, before anything runs.
+        let err = crate::monitor::config::validate(&c).unwrap_err();
+        assert!(err.to_string().contains("monitor.self_fence.claims_prefix"), "{err}");
     }
 }

@@ -269,6 +269,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hook_that_times_out_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let mut hook = HookSpec::exec(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display()),
+        ]);
+        hook.name = Some("move-vip".into());
+        hook.timeout = Duration::from_secs(1);
+        let err = run_hooks(&[hook], &ctx()).await.unwrap_err().to_string();
+        assert!(err.contains("hook `move-vip` failed") && err.contains("timed out after 1s"), "{err}");
+        let grandchild = crate::process::tests::pid_in(&pidfile).await;
+        assert!(
+            crate::process::tests::wait_gone(grandchild).await,
+            "the hook's background sleep ({grandchild}) outlived its timeout"
+        );
+    }
+
+    #[tokio::test]
     async fn webhook_posts_json_with_the_bearer_token_and_non_2xx_fails() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

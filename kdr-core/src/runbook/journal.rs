@@ -144,8 +144,8 @@ pub struct JournalData {
     pub created_at: DateTime<Utc>,
     /// When every step had succeeded; a completed journal refuses any further run of its epoch.
     pub completed_at: Option<DateTime<Utc>>,
-    /// Why this promotion was given up for good (its epoch was claimed by another standby), if it
-    /// was. An abandoned journal is never resumed.
+    /// Why this promotion was given up for good (its epoch, or a later one, was claimed by another
+    /// run), if it was. An abandoned journal is kept and never resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<String>,
     /// The steps started so far, in order.
@@ -276,6 +276,12 @@ impl Journal {
     pub fn abandon(&mut self, reason: &str) -> Result<()> {
         self.data.abandoned = Some(reason.to_owned());
         self.persist()
+    }
+
+    /// Marks it given up in memory only (what [`abandon`](Self::abandon) would record), for a
+    /// dry run that must not write.
+    pub(crate) fn mark_abandoned_in_memory(&mut self, reason: &str) {
+        self.data.abandoned = Some(reason.to_owned());
     }
 
     /// Fixes the backup set this promotion restores.

@@ -7,12 +7,14 @@
 //!
 //! 1. **claim** the epoch in the object store ([`claim`]): of several standbys, exactly one wins;
 //! 2. **pre-hooks** ([`hooks`]): a failure aborts;
-//! 3. **fence** the old primary ([`crate::fence`]): a failure stops the runbook;
+//! 3. **fence** the old primary ([`crate::fence`]): a failure stops the runbook, and so does a
+//!    fence aimed at this host (the old primary is this node after a same-host rebuild);
 //! 4. **restore** etcd and the bundle ([`RestoreStep`]);
 //! 5. **control-plane init** ([`ControlPlaneInit`], `kubeadm init`);
 //! 6. **workers** ([`WorkerRecovery`]): rewired or rejoined in parallel; one failing does not
 //!    stop the others, and the run ends non-zero naming it;
-//! 7. **post-checks** ([`checks`]) and the clean-up of the old primary;
+//! 7. **post-checks** ([`checks`]) and the clean-up of the old primary (skipped, with a note in
+//!    the journal, when the old primary is this node);
 //! 8. **post-hooks** (the DNS or VIP switch).
 //!
 //! Each step's start and end are journaled ([`journal`]). A resumed run skips finished steps,
@@ -49,7 +51,7 @@ pub mod plan;
 pub use adapters::{FlowRestore, ParallelWorkerRecovery};
 pub use checks::{CheckContext, CheckResult, KubectlPostChecks, PostCheckSettings, PostChecker};
 pub use claim::{Claim, ClaimOutcome, ClaimStore};
-pub use config::build_runbook;
+pub use config::{build_runbook, claim_store, claims_prefix, open_claim_store};
 pub use hooks::{HookContext, HookPhase, HookSpec, HooksSettings};
 pub use journal::{Journal, JournalLock, StepKind, StepStatus};
 pub use plan::{Plan, PlannedStep, SnapshotSummary, StepAction};
@@ -260,6 +262,9 @@ pub struct RunReport {
     pub workers: Vec<WorkerOutcome>,
     /// The post-checks.
     pub checks: Vec<CheckResult>,
+    /// What the operator should know (journals given up, an epoch not used, a skipped clean-up).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl RunReport {
@@ -303,6 +308,12 @@ impl fmt::Display for RunReport {
                 writeln!(f, "  check {:<24} {:<6} {}", c.name, if c.ok { "ok" } else { "FAILED" }, c.detail)?;
             }
         }
+        if !self.notes.is_empty() {
+            writeln!(f)?;
+            for n in &self.notes {
+                writeln!(f, "  note: {n}")?;
+            }
+        }
         let failed = self.failed_workers();
         if !failed.is_empty() {
             writeln!(
@@ -321,11 +332,71 @@ pub struct Runbook {
     parts: RunbookParts,
 }
 
+/// Which epoch a run promotes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochRequest {
+    /// Exactly this epoch (`--epoch N`, the monitor's promote command): refused if the store
+    /// holds a claim of it or a later epoch from another run, never replaced by another epoch.
+    Exact(u64),
+    /// The epoch of a failover the local monitor's detector started and did not finish (`kdr
+    /// failover` without `--epoch`): used like [`Exact`](Self::Exact) while it is still this
+    /// standby's to promote; once another run claimed it (or a later epoch), or this standby gave
+    /// it up, [`Next`](Self::Next) instead, with a note.
+    Detector(u64),
+    /// Resume this standby's unfinished journal, else the newest claimed epoch + 1.
+    Next,
+}
+
+impl From<Option<u64>> for EpochRequest {
+    fn from(epoch: Option<u64>) -> Self {
+        epoch.map_or(EpochRequest::Next, EpochRequest::Exact)
+    }
+}
+
 /// How the epoch was chosen.
 struct Resolved {
     epoch: u64,
     source: String,
     journal: Option<Journal>,
+    /// What the operator should know about the choice (journals given up, an epoch not used).
+    notes: Vec<String>,
+}
+
+/// Why a requested epoch is not promoted.
+enum EpochRefusal {
+    /// It cannot be, whoever asks (already promoted here; another journal to resume first).
+    Hard(Error),
+    /// This standby gave it up earlier.
+    GivenUp(Error),
+    /// The store holds a claim of it or a later epoch from another run (what the claim step
+    /// refuses, recording it in a journal given up).
+    Claimed(String),
+}
+
+/// What an operator can do once an epoch is another standby's.
+fn what_to_do(newest: Option<&Claim>) -> String {
+    let next = newest.map_or(1, |c| c.epoch + 1);
+    format!(
+        "If an operator has decided that this standby must promote after all (the cluster has no working \
+         primary), run `kdr failover` without --epoch: it takes epoch {next}, the newest claimed epoch + 1. To let \
+         this standby's monitor fail over on its own again, run `kdr rearm` (its detector continues from the \
+         newest claimed epoch)"
+    )
+}
+
+/// The refusal of epoch `n` because the store holds `newest` (of epoch `n` or later).
+fn claimed_elsewhere(n: u64, newest: &Claim) -> String {
+    format!(
+        "epoch {n} cannot be promoted by this standby: epoch {} already claimed by {} on {} at {} (run {}){}, \
+         so another standby is promoting or has promoted; this one stops before touching any node. {}",
+        newest.epoch,
+        newest.holder,
+        newest.host,
+        newest.claimed_at.to_rfc3339(),
+        newest.run_id,
+        if newest.epoch == n { "" } else { ", the newest claim" },
+        what_to_do(Some(newest))
+    )
 }
 
 /// A step that failed, with what it got done.
@@ -361,42 +432,75 @@ impl Runbook {
         &self.parts.settings
     }
 
-    async fn resolve(&self, requested: Option<u64>) -> Result<Resolved> {
+    /// Picks the epoch (and the journal to resume) for `request`.
+    ///
+    /// The store's claims are read first: an unfinished journal whose epoch another run claimed,
+    /// or that a later claim superseded, can never complete; it is given up (kept, never deleted,
+    /// never resumed) when `give_up` (a real run; the dry run only says it would be). An exact
+    /// epoch that the store already holds a claim for (or for a later epoch), from another run,
+    /// goes to the claim step, which refuses it with what happened and what to do, and records
+    /// that in its journal, given up; a detector's epoch falls back to the next one.
+    async fn resolve(&self, request: EpochRequest, give_up: bool) -> Result<Resolved> {
         let dir = &self.settings().state_dir;
-        let journals = Journal::list(dir)?;
+        let mut journals = Journal::list(dir)?;
+        let newest = self.parts.claims.newest().await?;
+        let mut notes = Vec::new();
+        for j in journals.iter_mut().filter(|j| !j.is_complete() && !j.is_abandoned()) {
+            let Some(why) = self.taken_elsewhere(j, newest.as_ref()).await? else { continue };
+            let reason =
+                format!("{why}; this journal can never complete and is given up (kept, never resumed)");
+            if give_up {
+                tracing::warn!(epoch = j.data().epoch, journal = %j.path().display(), "{reason}");
+                let mut loaded = Journal::load(j.path())?;
+                loaded.abandon(&reason)?;
+                *j = loaded;
+            } else {
+                j.mark_abandoned_in_memory(&reason);
+            }
+            notes.push(format!(
+                "unfinished journal {} {}: {reason}",
+                j.path().display(),
+                if give_up { "was given up" } else { "would be given up" }
+            ));
+        }
         let unfinished: Vec<&Journal> =
             journals.iter().filter(|j| !j.is_complete() && !j.is_abandoned()).collect();
-        if let Some(n) = requested {
-            if let Some(j) = journals.iter().find(|j| j.data().epoch == n) {
-                if let Some(why) = &j.data().abandoned {
-                    return Err(Error::refused(format!(
-                        "epoch {n} was given up by this standby ({why}); journal {}",
-                        j.path().display()
-                    )));
+        let (n, fallback) = match request {
+            EpochRequest::Exact(n) => (Some(n), false),
+            EpochRequest::Detector(n) => (Some(n), true),
+            EpochRequest::Next => (None, false),
+        };
+        if let Some(n) = n {
+            let refusal = self.refusal_for(n, &journals, &unfinished, newest.as_ref());
+            match refusal {
+                Some(EpochRefusal::Hard(e)) => return Err(e),
+                Some(EpochRefusal::GivenUp(e)) if !fallback => return Err(e),
+                Some(EpochRefusal::Claimed(why)) if !fallback => {
+                    // Refused by the claim step, which records it (a journal given up).
+                    notes.push(format!("the claim step will refuse: {why}"));
+                    return Ok(Resolved { epoch: n, source: "requested".into(), journal: None, notes });
                 }
-                if j.is_complete() {
-                    return Err(Error::refused(format!(
-                        "epoch {n} was already promoted (journal {} completed at {}); a promotion runs once per epoch",
-                        j.path().display(),
-                        j.data().completed_at.map(|t| t.to_rfc3339()).unwrap_or_default()
-                    )));
+                Some(EpochRefusal::GivenUp(e)) => {
+                    // The detector's epoch is a default, not the operator's choice: once it is
+                    // given up, the operator's `kdr failover` takes the next one.
+                    notes.push(format!("the monitor's detector epoch {n} is not used: {e}"));
                 }
-                let j = Journal::load(j.path())?;
-                return Ok(Resolved {
-                    epoch: n,
-                    source: "resuming its unfinished journal".into(),
-                    journal: Some(j),
-                });
+                Some(EpochRefusal::Claimed(why)) => {
+                    notes.push(format!("the monitor's detector epoch {n} is not used: {why}"));
+                }
+                None => {
+                    if let Some(j) = journals.iter().find(|j| j.data().epoch == n) {
+                        return Ok(Resolved {
+                            epoch: n,
+                            source: "resuming its unfinished journal".into(),
+                            journal: Some(Journal::load(j.path())?),
+                            notes,
+                        });
+                    }
+                    let source = if fallback { "the monitor's detector decided it" } else { "requested" };
+                    return Ok(Resolved { epoch: n, source: source.into(), journal: None, notes });
+                }
             }
-            if let Some(other) = unfinished.first() {
-                return Err(Error::refused(format!(
-                    "the promotion of epoch {} is unfinished (journal {}); resume it with `kdr failover` (no --epoch) \
-                     before promoting epoch {n}",
-                    other.data().epoch,
-                    other.path().display()
-                )));
-            }
-            return Ok(Resolved { epoch: n, source: "requested".into(), journal: None });
         }
         match unfinished.as_slice() {
             [] => {}
@@ -406,6 +510,7 @@ impl Runbook {
                     epoch: j.data().epoch,
                     source: "resuming its unfinished journal".into(),
                     journal: Some(j),
+                    notes,
                 });
             }
             many => {
@@ -416,13 +521,82 @@ impl Runbook {
                 )));
             }
         }
-        let newest_claim = self.parts.claims.newest().await?.map(|c| c.epoch).unwrap_or(0);
+        let newest_claim = newest.as_ref().map(|c| c.epoch).unwrap_or(0);
         let newest_journal = journals.last().map(|j| j.data().epoch).unwrap_or(0);
         let epoch = newest_claim.max(newest_journal) + 1;
         Ok(Resolved {
             epoch,
             source: format!("the newest claimed epoch ({newest_claim}) + 1"),
             journal: None,
+            notes,
+        })
+    }
+
+    /// Why `n` cannot be promoted here, if it cannot: its journal was given up or completed
+    /// (hard: the operator asked for something that cannot be), another journal is unfinished,
+    /// or the store holds a claim of `n` or later from another run (taken).
+    fn refusal_for(
+        &self,
+        n: u64,
+        journals: &[Journal],
+        unfinished: &[&Journal],
+        newest: Option<&Claim>,
+    ) -> Option<EpochRefusal> {
+        if let Some(j) = journals.iter().find(|j| j.data().epoch == n) {
+            if let Some(why) = &j.data().abandoned {
+                return Some(EpochRefusal::GivenUp(Error::refused(format!(
+                    "epoch {n} was given up by this standby ({why}); journal {}. {}",
+                    j.path().display(),
+                    what_to_do(newest)
+                ))));
+            }
+            if j.is_complete() {
+                return Some(EpochRefusal::Hard(Error::refused(format!(
+                    "epoch {n} was already promoted (journal {} completed at {}); a promotion runs once per epoch",
+                    j.path().display(),
+                    j.data().completed_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                ))));
+            }
+            // This standby's own unfinished journal (not taken elsewhere: see resolve): resume it.
+            return None;
+        }
+        if let Some(c) = newest.filter(|c| c.epoch >= n) {
+            return Some(EpochRefusal::Claimed(claimed_elsewhere(n, c)));
+        }
+        if let Some(other) = unfinished.first() {
+            return Some(EpochRefusal::Hard(Error::refused(format!(
+                "the promotion of epoch {} is unfinished (journal {}); resume it with `kdr failover` (no --epoch) \
+                 before promoting epoch {n}",
+                other.data().epoch,
+                other.path().display()
+            ))));
+        }
+        None
+    }
+
+    /// Why journal `j` can never complete, if so: the store holds a claim of its epoch from
+    /// another run, or of a later epoch.
+    async fn taken_elsewhere(&self, j: &Journal, newest: Option<&Claim>) -> Result<Option<String>> {
+        let (epoch, run_id) = (j.data().epoch, &j.data().run_id);
+        if let Some(c) = newest.filter(|c| c.epoch > epoch) {
+            return Ok(Some(format!(
+                "a later epoch {} was claimed by {} on {} at {} (run {})",
+                c.epoch,
+                c.holder,
+                c.host,
+                c.claimed_at.to_rfc3339(),
+                c.run_id
+            )));
+        }
+        Ok(match self.parts.claims.get(epoch).await? {
+            Some(c) if c.run_id != *run_id => Some(format!(
+                "epoch {epoch} was claimed by another run: {} on {} at {} (run {})",
+                c.holder,
+                c.host,
+                c.claimed_at.to_rfc3339(),
+                c.run_id
+            )),
+            _ => None,
         })
     }
 
@@ -472,10 +646,15 @@ impl Runbook {
     /// The whole plan, for `--dry-run`. Changes nothing: no lock, no journal, no claim, no
     /// command that writes.
     pub async fn plan(&self, epoch: Option<u64>) -> Result<Plan> {
-        let r = self.resolve(epoch).await?;
+        self.plan_for(epoch.into()).await
+    }
+
+    /// [`plan`](Self::plan) for an [`EpochRequest`].
+    pub async fn plan_for(&self, request: EpochRequest) -> Result<Plan> {
+        let r = self.resolve(request, false).await?;
         let manifest = self.choose_snapshot(r.journal.as_ref()).await?;
         let s = self.settings();
-        let mut notes = Vec::new();
+        let mut notes = r.notes.clone();
         let status = |k: StepKind| r.journal.as_ref().and_then(|j| j.status(k));
         let action = |k: StepKind| match status(k) {
             None => StepAction::Run,
@@ -485,7 +664,14 @@ impl Runbook {
         let cp = self.parts.control_plane.plan().await?;
         notes.extend(cp.notes.iter().cloned());
         let endpoint = if cp.endpoint.is_empty() { self.default_endpoint() } else { cp.endpoint.clone() };
-        let ctx = self.check_context(r.epoch, &manifest, Some(endpoint.clone()), &[]);
+        let ctx = self.check_context(r.epoch, &manifest, Some(endpoint.clone()), &[]).await;
+        let fence_refused = self.fence_allowed(&self.fence_target(r.epoch)).await.err();
+        if let Some(why) = &ctx.old_primary_is_this_node {
+            notes.push(format!(
+                "the old primary {} is this node ({why}): its Node and etcd member are kept (clean-up skipped)",
+                s.old_primary_name
+            ));
+        }
         let hook_lines = |hooks: &[HookSpec]| -> Vec<String> {
             if hooks.is_empty() {
                 vec!["(no hooks configured)".into()]
@@ -514,7 +700,10 @@ impl Runbook {
                     s.holder()
                 )],
                 StepKind::PreHooks => hook_lines(&self.parts.hooks.pre),
-                StepKind::Fence => self.parts.fencer.plan(&self.fence_target(r.epoch)),
+                StepKind::Fence => match &fence_refused {
+                    Some(e) => vec![format!("REFUSED, the run stops here: {e}")],
+                    None => self.parts.fencer.plan(&self.fence_target(r.epoch)),
+                },
                 StepKind::Restore => Vec::new(),
                 StepKind::ControlPlaneInit => {
                     let mut d = vec![format!("on {}: configuration {}", s.node_name, cp.config_source)];
@@ -571,7 +760,13 @@ impl Runbook {
         })
     }
 
-    fn check_context(
+    /// Why the old primary is this node, if it is: the same name, the same address as this
+    /// node's, or an address of this host (a same-host rebuild, seeds 001/004).
+    async fn old_primary_is_this_node(&self) -> Option<String> {
+        crate::fence::target_is_this_host(&self.settings().old_primary(), &self.settings().this_node()).await
+    }
+
+    async fn check_context(
         &self,
         epoch: u64,
         manifest: &Manifest,
@@ -586,7 +781,16 @@ impl Runbook {
             recorded_pods: manifest.pods.clone(),
             endpoint,
             failed_workers: failed_workers.to_vec(),
+            old_primary_is_this_node: self.old_primary_is_this_node().await,
         }
+    }
+
+    /// The one check before any fencer that acts runs: never aimed at this host.
+    async fn fence_allowed(&self, target: &FenceTarget) -> Result<()> {
+        if !self.parts.fencer.acts_on_target() {
+            return Ok(());
+        }
+        crate::fence::refuse_fencing_this_host(target, &self.settings().this_node()).await
     }
 
     /// Runs (or resumes) the promotion. `epoch`: the epoch to promote (the detector's), or `None`
@@ -597,10 +801,19 @@ impl Runbook {
     /// later run resumes from there): a lost claim, a failing pre-hook or fence, a failed
     /// restore or init, failing post-checks or post-hooks.
     pub async fn run(&self, epoch: Option<u64>) -> Result<RunReport> {
+        self.run_for(epoch.into()).await
+    }
+
+    /// [`run`](Self::run) for an [`EpochRequest`] (`kdr failover` passes the monitor's detector
+    /// epoch as [`EpochRequest::Detector`]).
+    pub async fn run_for(&self, request: EpochRequest) -> Result<RunReport> {
         let s = self.settings().clone();
         let _lock = JournalLock::acquire(&s.state_dir)?;
         let clock = self.parts.clock.clone();
-        let r = self.resolve(epoch).await?;
+        let r = self.resolve(request, true).await?;
+        for n in &r.notes {
+            tracing::warn!(note = %n, "epoch choice");
+        }
         let mut journal = match r.journal {
             Some(j) => {
                 tracing::info!(epoch = r.epoch, journal = %j.path().display(), "resuming the promotion");
@@ -623,7 +836,15 @@ impl Runbook {
             steps: Vec::new(),
             workers: Vec::new(),
             checks: Vec::new(),
+            notes: r.notes.clone(),
         };
+        if let Some(why) = self.old_primary_is_this_node().await {
+            report.notes.push(format!(
+                "the old primary {} is this node ({why}): it is not fenced by an acting fencer, and its Node and \
+                 etcd member are kept",
+                s.old_primary_name
+            ));
+        }
         let mut endpoint = journal
             .record(StepKind::ControlPlaneInit)
             .and_then(|r| r.result.as_ref())
@@ -673,7 +894,8 @@ impl Runbook {
                     let msg = error.to_string();
                     journal.fail(step, clock.utc(), &msg, partial.clone())?;
                     if step == StepKind::Claim && matches!(error, Error::Refused { .. }) {
-                        // Another standby owns this epoch: never resume this journal.
+                        // Another standby owns this epoch (a lost race, or a later claim): never
+                        // resume this journal, and never take "the next epoch" on our own.
                         journal.abandon(&msg)?;
                         return Err(error);
                     }
@@ -721,6 +943,14 @@ impl Runbook {
         let now = self.parts.clock.utc();
         match step {
             StepKind::Claim => {
+                // Read right before claiming: a claim of this epoch by another run, or of a later
+                // epoch, means another standby took over; this one stops (it never takes "the
+                // next one" on its own). The create-only claim below settles a race for this epoch.
+                if let Some(newest) = self.parts.claims.newest().await?
+                    && (newest.epoch > epoch || (newest.epoch == epoch && newest.run_id != run_id))
+                {
+                    return Err(Error::refused(claimed_elsewhere(epoch, &newest)).into());
+                }
                 let claim = Claim {
                     epoch,
                     holder: s.holder(),
@@ -729,7 +959,18 @@ impl Runbook {
                     claimed_at: now,
                     snapshot: Some(manifest.id.to_string()),
                 };
-                let outcome = self.parts.claims.claim(&claim).await?;
+                let outcome = match self.parts.claims.claim(&claim).await {
+                    Err(Error::Refused { reason }) => {
+                        // A lost race: exactly one standby wins an epoch; the others stop here.
+                        let newest = self.parts.claims.newest().await.ok().flatten();
+                        return Err(Error::refused(format!(
+                            "{reason}. This standby gives epoch {epoch} up (its journal is kept, never resumed). {}",
+                            what_to_do(newest.as_ref())
+                        ))
+                        .into());
+                    }
+                    other => other?,
+                };
                 let what = match outcome {
                     ClaimOutcome::Won => format!("claimed epoch {epoch}"),
                     ClaimOutcome::AlreadyOurs => format!("epoch {epoch} already claimed by this run"),
@@ -742,7 +983,9 @@ impl Runbook {
                 Ok((json(&done), format!("{} hook(s) ok", done.len())))
             }
             StepKind::Fence => {
-                let r = self.parts.fencer.fence(&self.fence_target(epoch)).await?;
+                let target = self.fence_target(epoch);
+                self.fence_allowed(&target).await?;
+                let r = self.parts.fencer.fence(&target).await?;
                 let what = format!("fenced {} ({})", s.old_primary_name, r.method);
                 Ok((json(&r), what))
             }
@@ -796,7 +1039,10 @@ impl Runbook {
             StepKind::Workers => unreachable!("handled by workers_step"),
             StepKind::PostChecks => {
                 let failed: Vec<String> = report.failed_workers().into_iter().map(str::to_owned).collect();
-                let ctx = self.check_context(epoch, manifest, endpoint, &failed);
+                let ctx = self.check_context(epoch, manifest, endpoint, &failed).await;
+                if let Some(why) = &ctx.old_primary_is_this_node {
+                    tracing::warn!(epoch, old_primary = %s.old_primary_name, "the old primary is this node ({why}): its clean-up is skipped");
+                }
                 let results = self.parts.checks.run(&ctx).await?;
                 let bad: Vec<&str> = results.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
                 if !bad.is_empty() {

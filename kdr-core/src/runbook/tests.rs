@@ -29,6 +29,8 @@ struct WorldState {
     fence_fails: bool,
     failing_worker: Option<String>,
     checks_fail: bool,
+    /// What the post-checks were told, each time they ran.
+    check_contexts: Vec<CheckContext>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -192,6 +194,7 @@ impl PostChecker for FakeChecks {
         vec![format!("delete node {}", ctx.old_primary.name)]
     }
     async fn run(&self, ctx: &CheckContext) -> Result<Vec<CheckResult>> {
+        self.0.st().check_contexts.push(ctx.clone());
         self.0.event("checks".into()).await;
         let ok = !self.0.st().checks_fail;
         Ok(vec![
@@ -279,17 +282,29 @@ struct Harness {
     world: World,
     dir: tempfile::TempDir,
     objects: Arc<InMemory>,
+    /// What the claims are written through (the same objects, maybe slowed down).
+    claims_store: Arc<dyn object_store::ObjectStore>,
     hooks: HooksSettings,
 }
 
 impl Harness {
     fn new() -> Self {
+        Self::sharing(Arc::new(InMemory::new()))
+    }
+
+    /// Another standby (its own state dir and nodes) on the same object store.
+    fn sharing(objects: Arc<InMemory>) -> Self {
         Self {
             world: World::default(),
             dir: tempfile::tempdir().unwrap(),
-            objects: Arc::new(InMemory::new()),
+            claims_store: objects.clone(),
+            objects,
             hooks: HooksSettings::default(),
         }
+    }
+
+    fn claims(&self) -> ClaimStore {
+        ClaimStore::new(self.objects.clone(), "prod", "memory://")
     }
 
     fn settings(&self) -> PromotionSettings {
@@ -305,13 +320,18 @@ impl Harness {
 
     /// A runbook over fresh fakes (as a restarted process would build) sharing the world.
     fn runbook_as(&self, holder: &str) -> Runbook {
+        self.runbook_with(|p| p.settings.holder = Some(holder.into()))
+    }
+
+    /// [`runbook`](Self::runbook) with its parts changed by `change` first.
+    fn runbook_with(&self, change: impl FnOnce(&mut RunbookParts)) -> Runbook {
         let mut settings = self.settings();
-        settings.holder = Some(holder.into());
+        settings.holder = Some("master-2".into());
         let w = &self.world;
-        Runbook::new(RunbookParts {
+        let mut parts = RunbookParts {
             settings,
             hooks: self.hooks.clone(),
-            claims: ClaimStore::new(self.objects.clone(), "prod", "memory://"),
+            claims: ClaimStore::new(self.claims_store.clone(), "prod", "memory://"),
             snapshots: Arc::new(OneSet(manifest())),
             fencer: Arc::new(FakeFencer(w.clone())),
             restore: Arc::new(FakeRestore(w.clone())),
@@ -325,8 +345,9 @@ impl Harness {
                 DateTime::from_timestamp(1_790_000_100, 0).unwrap(),
                 crate::clock::Clock::instant(&crate::clock::SystemClock),
             )),
-        })
-        .unwrap()
+        };
+        change(&mut parts);
+        Runbook::new(parts).unwrap()
     }
 
     fn runbook(&self) -> Runbook {
@@ -671,4 +692,227 @@ fn settings_need_identities_and_a_new_host_differs_from_the_old() {
     .unwrap();
     parsed.validate().unwrap();
     assert_eq!(parsed.checks.timeout, Duration::from_secs(180));
+}
+
+fn other_claim(epoch: u64, holder: &str) -> Claim {
+    Claim {
+        epoch,
+        holder: holder.into(),
+        host: "10.0.0.3".into(),
+        run_id: format!("run-of-{holder}"),
+        claimed_at: DateTime::from_timestamp(1_790_000_050, 0).unwrap(),
+        snapshot: None,
+    }
+}
+
+/// The second failover in a cluster's life: a rebuilt standby (empty state dir) after a first
+/// promotion took epoch 1.
+#[tokio::test]
+async fn a_rebuilt_standby_promotes_the_newest_claim_plus_one_and_a_claimed_epoch_says_what_to_do() {
+    let first = Harness::new();
+    assert_eq!(first.runbook().run(None).await.unwrap().epoch, 1);
+
+    let rebuilt = Harness::sharing(first.objects.clone());
+    let plan = rebuilt.runbook_as("master-3").plan(None).await.unwrap();
+    assert_eq!(plan.epoch, 2, "{}", plan.epoch_source);
+    // Its detector, starting from 0, would have asked for epoch 1: refused, naming the claim and
+    // the commands, and nothing runs.
+    let err = rebuilt.runbook_as("master-3").run(Some(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    let msg = err.to_string();
+    for expected in [
+        "epoch 1 already claimed by master-2 on 10.0.0.2 at 2026-09-21T14:15:00+00:00",
+        "`kdr failover` without --epoch: it takes epoch 2",
+        "`kdr rearm`",
+    ] {
+        assert!(msg.contains(expected), "lacks {expected:?}: {msg}");
+    }
+    assert!(rebuilt.world.st().events.is_empty(), "{:?}", rebuilt.world.st().events);
+    assert!(rebuilt.journal(1).is_abandoned(), "the refusal is recorded, the journal kept");
+    // The same again: given up, never resumed.
+    let msg = rebuilt.runbook_as("master-3").run(Some(1)).await.unwrap_err().to_string();
+    assert!(msg.contains("epoch 1 was given up by this standby") && msg.contains("takes epoch 2"), "{msg}");
+
+    // `kdr failover` without --epoch, with the detector's (halted) epoch 1: not used, epoch 2 is.
+    let report = rebuilt.runbook_as("master-3").run_for(EpochRequest::Detector(1)).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(report.epoch, 2);
+    assert!(report.notes.iter().any(|n| n.contains("detector epoch 1 is not used")), "{:?}", report.notes);
+    assert_eq!(rebuilt.claims().get(2).await.unwrap().unwrap().holder, "master-3");
+    assert_eq!(rebuilt.world.count("restore"), 1);
+    // A later epoch than the newest claim is this standby's to claim.
+    assert_eq!(rebuilt.runbook_as("master-3").plan(Some(3)).await.unwrap().epoch, 3);
+}
+
+#[tokio::test]
+async fn a_requested_epoch_older_than_the_newest_claim_is_refused_before_claiming() {
+    let h = Harness::new();
+    h.claims().claim(&other_claim(4, "master-3")).await.unwrap();
+    let err = h.runbook().run(Some(2)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("epoch 2 cannot be promoted by this standby: epoch 4 already claimed by master-3")
+            && err.contains("the newest claim")
+            && err.contains("takes epoch 5"),
+        "{err}"
+    );
+    assert_eq!(h.claims().get(2).await.unwrap(), None, "epoch 2 was not claimed");
+    assert!(h.world.st().events.is_empty());
+}
+
+#[tokio::test]
+async fn an_unfinished_journal_whose_epoch_another_run_claimed_is_given_up_and_not_re_picked() {
+    let h = Harness::new();
+    // This standby started epoch 1 and died before claiming it; another standby claimed it.
+    let state = h.dir.path().join("state");
+    Journal::create(&state, 1, "run-here", "master-2", DateTime::from_timestamp(1_790_000_000, 0).unwrap())
+        .unwrap();
+    h.claims().claim(&other_claim(1, "master-3")).await.unwrap();
+
+    // The dry run says so and changes nothing.
+    let plan = h.runbook().plan(None).await.unwrap();
+    assert_eq!(plan.epoch, 2, "{}", plan.epoch_source);
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("would be given up")
+                && n.contains("epoch 1 was claimed by another run: master-3")),
+        "{:?}",
+        plan.notes
+    );
+    assert!(!h.journal(1).is_abandoned());
+
+    let report = h.runbook().run(None).await.unwrap();
+    assert_eq!(report.epoch, 2);
+    assert!(report.succeeded(), "{report}");
+    let given_up = h.journal(1);
+    assert!(given_up.is_abandoned(), "kept, marked given up");
+    assert_eq!(given_up.data().run_id, "run-here");
+    assert!(report.notes.iter().any(|n| n.contains("was given up")), "{:?}", report.notes);
+    // Never re-picked: the next run without --epoch would take epoch 3, not resume epoch 1.
+    assert_eq!(h.runbook().plan(None).await.unwrap().epoch, 3);
+}
+
+#[tokio::test]
+async fn a_claimed_unfinished_journal_superseded_by_a_later_claim_is_given_up() {
+    let h = Harness::new();
+    h.run_until_crash("fence:1").await; // epoch 1 claimed by this standby, then it died
+    assert_eq!(h.runbook().plan(None).await.unwrap().epoch, 1, "its own unfinished epoch: resumed");
+    h.claims().claim(&other_claim(2, "master-3")).await.unwrap();
+    let plan = h.runbook().plan(None).await.unwrap();
+    assert_eq!(plan.epoch, 3, "{}", plan.epoch_source);
+    assert!(
+        plan.notes.iter().any(|n| n.contains("a later epoch 2 was claimed by master-3")),
+        "{:?}",
+        plan.notes
+    );
+    // Asked for explicitly, epoch 1 is refused (and given up), not resumed.
+    let err = h.runbook().run(Some(1)).await.unwrap_err().to_string();
+    assert!(err.contains("epoch 1 was given up by this standby") && err.contains("takes epoch 3"), "{err}");
+    assert!(h.journal(1).is_abandoned());
+    assert_eq!(h.world.count("restore"), 0, "nothing after the fence ran");
+}
+
+/// Two standbys race for the same new epoch (each resolves newest + 1 = 1 before either has
+/// claimed): exactly one wins; the other stops, and does not take epoch 2 on its own.
+#[tokio::test]
+async fn two_standbys_racing_for_the_same_new_epoch_produce_one_winner_and_no_second_epoch() {
+    let objects = Arc::new(InMemory::new());
+    let slow = |objects: &Arc<InMemory>| -> Arc<dyn object_store::ObjectStore> {
+        let cfg = object_store::throttle::ThrottleConfig {
+            wait_put_per_call: Duration::from_millis(300),
+            ..Default::default()
+        };
+        Arc::new(object_store::throttle::ThrottledStore::new(objects.clone(), cfg))
+    };
+    let mut a = Harness::sharing(objects.clone());
+    a.claims_store = slow(&objects);
+    let mut b = Harness::sharing(objects.clone());
+    b.claims_store = slow(&objects);
+    let (ra, rb) = (a.runbook_as("master-2"), b.runbook_as("master-3"));
+    let (ra, rb) = tokio::join!(ra.run(None), rb.run(None));
+    let (won, lost, loser) = match (ra, rb) {
+        (Ok(w), Err(l)) => (w, l, &b),
+        (Err(l), Ok(w)) => (w, l, &a),
+        other => panic!("exactly one winner expected: {other:?}"),
+    };
+    assert_eq!(won.epoch, 1);
+    let msg = lost.to_string();
+    assert!(matches!(lost, Error::Refused { .. }), "{lost:?}");
+    assert!(
+        msg.contains("epoch 1 already claimed by") && msg.contains("`kdr failover` without --epoch"),
+        "{msg}"
+    );
+    assert_eq!(Harness::sharing(objects.clone()).claims().get(2).await.unwrap(), None, "no second epoch");
+    assert!(loser.world.st().events.is_empty(), "the loser touched nothing: {:?}", loser.world.st().events);
+    assert!(loser.journal(1).is_abandoned(), "the lost epoch is never resumed");
+}
+
+/// A fence whose target is this host is refused before any fencer runs (new-host mode with the
+/// old primary's address resolving here: a configuration mistake).
+#[tokio::test]
+async fn a_fence_aimed_at_this_host_is_refused_before_the_fencer_runs() {
+    let h = Harness::new();
+    let rb = h.runbook_with(|p| p.settings.old_primary_address = "127.0.0.1".into());
+    let plan = rb.plan(None).await.unwrap();
+    let fence = plan.steps.iter().find(|st| st.step == StepKind::Fence).unwrap();
+    assert!(fence.details[0].starts_with("REFUSED"), "{:?}", fence.details);
+    let err = rb.run(None).await.unwrap_err().to_string();
+    assert!(err.contains("stopped at step fence"), "{err}");
+    assert!(
+        err.contains("refusing to fence master-1 (127.0.0.1) for epoch 1: its address 127.0.0.1 is one of this host's own addresses"),
+        "{err}"
+    );
+    assert!(h.world.st().events.is_empty(), "the fencer never ran: {:?}", h.world.st().events);
+    let j = h.journal(1);
+    assert_eq!(j.status(StepKind::Fence), Some(StepStatus::Failed));
+    assert_eq!(j.status(StepKind::Restore), None, "nothing after the fence");
+}
+
+/// Seeds 001/004: the primary rebuilt with the same name and IP promotes itself.
+#[tokio::test]
+async fn same_host_promotion_refuses_its_own_fence_and_keeps_its_own_node() {
+    let h = Harness::new();
+    let same_host = |p: &mut RunbookParts| {
+        p.settings.node_name = "master-1".into();
+        p.settings.advertise_address = "10.0.0.1".into();
+        p.settings.mode = PromotionMode::SameHost;
+    };
+    // A fencer that acts would stop this very node: refused, naming why.
+    let err = h.runbook_with(same_host).run(None).await.unwrap_err().to_string();
+    assert!(err.contains("refusing to fence master-1 (10.0.0.1)"), "{err}");
+    assert!(err.contains("its node name \"master-1\" is this node's"), "{err}");
+    assert!(h.world.st().events.is_empty(), "{:?}", h.world.st().events);
+
+    // With no fence (the old machine is gone: it is this one), the run completes and the
+    // post-checks are told the old primary is this node, so they keep its Node and member.
+    let rb = h.runbook_with(|p| {
+        same_host(p);
+        p.fencer = Arc::new(crate::fence::NoFence::i_accept_split_brain_risk());
+    });
+    let plan = rb.plan(None).await.unwrap();
+    assert!(
+        plan.notes.iter().any(|n| n.contains("is this node") && n.contains("clean-up skipped")),
+        "{:?}",
+        plan.notes
+    );
+    let report = rb.run(None).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+    assert!(report.to_string().contains("note: the old primary master-1 is this node"), "{report}");
+    let ctxs = h.world.st().check_contexts.clone();
+    assert_eq!(ctxs.len(), 1);
+    assert!(ctxs[0].old_primary_here());
+    assert!(
+        ctxs[0].old_primary_is_this_node.as_deref().is_some_and(|w| w.contains("node name \"master-1\"")),
+        "{:?}",
+        ctxs[0]
+    );
+}
+
+#[tokio::test]
+async fn a_different_old_primary_is_fenced_and_cleaned_up_as_before() {
+    let h = Harness::new();
+    assert!(h.runbook().run(None).await.unwrap().succeeded());
+    let ctxs = h.world.st().check_contexts.clone();
+    assert_eq!(ctxs[0].old_primary_is_this_node, None);
+    assert_eq!(h.world.count("fence:1"), 1);
 }

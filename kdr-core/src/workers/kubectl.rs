@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::{NodeReadiness, NodeState};
 use crate::error::{Error, Result};
+use crate::process::{GroupChild, TimedOut};
 use crate::remote::{NodeRemote, RemoteCommand, shell_quote};
 
 /// Asks the new control plane whether a Node is Ready by running
@@ -88,10 +89,14 @@ impl NodeReadiness for KubectlReadiness {
             }
             Runner::Local => {
                 let mut cmd = tokio::process::Command::new(&self.kubectl);
-                cmd.args(&args).stdin(std::process::Stdio::null()).kill_on_drop(true);
+                cmd.args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
                 let what = format!("running {} on the control plane", self.kubectl);
-                let out = match tokio::time::timeout(self.timeout, cmd.output()).await {
-                    Err(_) => return Err(Error::Timeout { what, after: self.timeout }),
+                let child = GroupChild::spawn(&mut cmd).map_err(|e| Error::io(what.clone(), e))?;
+                let out = match child.output(None, self.timeout).await {
+                    Err(TimedOut) => return Err(Error::Timeout { what, after: self.timeout }),
                     Ok(Err(e)) => return Err(Error::io(what, e)),
                     Ok(Ok(out)) => out,
                 };

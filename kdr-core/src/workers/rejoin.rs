@@ -10,6 +10,7 @@ use super::{
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::process::{GroupChild, TimedOut};
 use crate::remote::{NodeRemote, SshNodeRemote};
 
 /// Where the join command (with its token) comes from.
@@ -116,9 +117,14 @@ async fn join_command(source: &JoinSource) -> Result<JoinCommand> {
             let shown = format!("{kubeadm} {} {}", args.join(" "), kubeconfig.display());
             tracing::info!(command = %shown, "creating a bootstrap token for the workers");
             let mut cmd = tokio::process::Command::new(kubeadm);
-            cmd.args(args).arg(kubeconfig).stdin(std::process::Stdio::null()).kill_on_drop(true);
-            let out = match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
-                Err(_) => return Err(Error::Timeout { what: shown, after: Duration::from_secs(60) }),
+            cmd.args(args)
+                .arg(kubeconfig)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let child = GroupChild::spawn(&mut cmd).map_err(|e| Error::io(format!("running {shown}"), e))?;
+            let out = match child.output(None, Duration::from_secs(60)).await {
+                Err(TimedOut) => return Err(Error::Timeout { what: shown, after: Duration::from_secs(60) }),
                 Ok(Err(e)) => return Err(Error::io(format!("running {shown}"), e)),
                 Ok(Ok(out)) => out,
             };
