@@ -137,12 +137,17 @@ async fn docker_drill_partition_then_primary_loss_then_return_then_second_failov
 
     // ---- Scenario 9: the promoted master-2 given the primary role ----------------------------
     let role_at = drill.give_standby_primary_role();
-    let alerted = |kind: &str| drill.standby_file("alerts.log").lines().any(|l| l.contains(&format!(" {kind} ")));
+    let alerted =
+        |kind: &str| drill.standby_file("alerts.log").lines().any(|l| l.contains(&format!(" {kind} ")));
     // Three backups from it, or its self-fence (which stops them), or a failed backup.
-    wait_for("three backups from master-2, its self-fence or a failed backup", Duration::from_secs(60), async || {
-        (alerted("self_fence") || alerted("backup_failed") || drill.sets_since(role_at).await.len() >= 3)
-            .then_some(())
-    })
+    wait_for(
+        "three backups from master-2, its self-fence or a failed backup",
+        Duration::from_secs(60),
+        async || {
+            (alerted("self_fence") || alerted("backup_failed") || drill.sets_since(role_at).await.len() >= 3)
+                .then_some(())
+        },
+    )
     .await;
     let alerts = drill.standby_file("alerts.log");
     assert!(!alerted("self_fence"), "the promoted node fenced itself for its own claim:\n{alerts}");
@@ -150,7 +155,11 @@ async fn docker_drill_partition_then_primary_loss_then_return_then_second_failov
     let sets = drill.sets_since(role_at).await;
     let checked_for = secs_between(role_at, SystemClock.utc());
     assert_eq!(drill.standby_manifests().len(), 4, "its static pod manifests stay in place");
-    assert_eq!(drill.newest_claim_by().await, Some((1, "master-2".to_owned())), "its own claim, still the newest");
+    assert_eq!(
+        drill.newest_claim_by().await,
+        Some((1, "master-2".to_owned())),
+        "its own claim, still the newest"
+    );
     println!(
         "drill scenario 9 (the promoted master-2 given the primary role, self-fence defaults): first backup {:.2} s \
          after its monitor restarted, {} backups in {checked_for:.0} s; not self-fenced (its own claim of epoch 1 is the newest)",
@@ -164,6 +173,12 @@ async fn docker_drill_partition_then_primary_loss_then_return_then_second_failov
     drill.wait_backups(drill.backup_count().await + 1, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(BACKUP_OFFSET_MS)).await;
     let stopped_at = drill.stop_primary();
+    let decided = drill.wait_standby_alert("promoting this standby", Duration::from_secs(60)).await;
+    assert!(
+        decided.1.ends_with("epoch 2"),
+        "the rebuilt standby must promote epoch 2 (newest claim + 1): {}",
+        decided.1
+    );
     let promoted = drill.wait_promoted(2, Duration::from_secs(90)).await;
     let (newest, taken_at) = drill.newest_set().await.expect("sets");
     assert_eq!(promoted.snapshot, newest, "restored from master-2's latest backup");
@@ -206,8 +221,9 @@ async fn docker_drill_standby_killed_mid_promotion_resumes_from_the_journal() {
     let journal = drill.journal(1).expect("a journal for epoch 1");
     assert_eq!(topology::step_status(&journal, "restore").as_deref(), Some("succeeded"), "{journal}");
     let killed_at = drill.kill_standby_monitor();
-    let halted =
-        drill.wait_standby_alert("the monitor restarted during the promote step", Duration::from_secs(60)).await;
+    let halted = drill
+        .wait_standby_alert("the monitor restarted during the promote step", Duration::from_secs(60))
+        .await;
     assert!(halted.1.contains("kdr failover --config"), "the alert names the resume command: {}", halted.1);
     // The restarted monitor does not promote again on its own.
     tokio::time::sleep(Duration::from_secs(2 * topology::DEAD_AFTER_S)).await;
@@ -256,7 +272,11 @@ async fn docker_drill_standby_isolated_then_paused_then_primary_loss_with_a_hang
         assert_eq!(drill.kubeadm_inits(), 0, "{what}: no kubeadm on the standby");
         let m = drill.standby_metrics();
         for outcome in ["ok", "failed"] {
-            assert_eq!(m.value("kdr_promotions_total", &[("outcome", outcome)]).unwrap_or(0.0), 0.0, "{what}");
+            assert_eq!(
+                m.value("kdr_promotions_total", &[("outcome", outcome)]).unwrap_or(0.0),
+                0.0,
+                "{what}"
+            );
         }
     };
 
@@ -265,7 +285,8 @@ async fn docker_drill_standby_isolated_then_paused_then_primary_loss_with_a_hang
     tokio::time::sleep(Duration::from_secs(3 * topology::DEAD_AFTER_S)).await;
     let alerts = drill.standby_file("alerts.log");
     assert!(!alerts.contains("promoting this standby"), "the cut-off standby decided to promote:\n{alerts}");
-    let isolated = drill.wait_standby_alert("failover detector state: isolated", Duration::from_secs(1)).await;
+    let isolated =
+        drill.wait_standby_alert("failover detector state: isolated", Duration::from_secs(1)).await;
     let m = drill.standby_metrics();
     assert_eq!(m.value("kdr_probe_up", &[("role", "self")]), Some(1.0), "its uplink still answers");
     assert_eq!(m.state().as_deref(), Some("isolated"));
@@ -286,7 +307,9 @@ async fn docker_drill_standby_isolated_then_paused_then_primary_loss_with_a_hang
 
     // ---- Scenario 7: the standby paused longer than dead_after while suspecting ----------------
     let frozen_at = drill.freeze_primary();
-    drill.wait_metrics(Duration::from_secs(30), |m| (m.state().as_deref() == Some("suspect")).then_some(())).await;
+    drill
+        .wait_metrics(Duration::from_secs(30), |m| (m.state().as_deref() == Some("suspect")).then_some(()))
+        .await;
     let paused_at = drill.pause_standby();
     drill.thaw_primary();
     tokio::time::sleep(Duration::from_secs(topology::DEAD_AFTER_S + 3)).await;
@@ -312,7 +335,10 @@ async fn docker_drill_standby_isolated_then_paused_then_primary_loss_with_a_hang
     let acked = writer.stop().await;
     let promoted = drill.wait_promoted(1, Duration::from_secs(180)).await;
     let report = drill.measure(stopped_at, &promoted, &acked).await;
-    report.print(&format!("drill scenario 10 (master-1 stopped, the alert webhook hanging {} s on each alert)", topology::WEBHOOK_HANG_S));
+    report.print(&format!(
+        "drill scenario 10 (master-1 stopped, the alert webhook hanging {} s on each alert)",
+        topology::WEBHOOK_HANG_S
+    ));
     let hung: Vec<_> = drill
         .webhook_calls()
         .into_iter()
@@ -351,8 +377,9 @@ async fn docker_drill_primary_loss_with_a_silent_witness() {
     let silent_at = drill.silence_worker(2);
     drill
         .wait_metrics(Duration::from_secs(20), |m| {
-            (m.witness("worker-2") != Some(1.0) && m.value("kdr_witnesses", &[("verdict", "up")]) == Some(2.0))
-                .then_some(())
+            (m.witness("worker-2") != Some(1.0)
+                && m.value("kdr_witnesses", &[("verdict", "up")]) == Some(2.0))
+            .then_some(())
         })
         .await;
     drill.wait_backups(drill.backup_count().await + 1, Duration::from_secs(60)).await;

@@ -584,7 +584,13 @@ impl Drill {
 
     /// Runs `m` as a standby (`boot-standby`) on `lan`, `link` and the uplink.
     fn run_standby(&self, m: &Master) {
-        run_master(m, &self.lan, &[(&self.link, Some(&m.link_ip)), (&self.uplink_net, None)], "boot-standby", &[]);
+        run_master(
+            m,
+            &self.lan,
+            &[(&self.link, Some(&m.link_ip)), (&self.uplink_net, None)],
+            "boot-standby",
+            &[],
+        );
     }
 
     fn sh(&self, container: &str, script: &str) -> (i32, String, String) {
@@ -679,7 +685,8 @@ impl Drill {
 
     /// Polls the standby's metrics until `f` answers.
     pub async fn wait_metrics<T>(&self, limit: Duration, f: impl Fn(&Metrics) -> Option<T>) -> T {
-        wait_for(&format!("{}'s metrics", self.standby.host), limit, async || f(&self.standby_metrics())).await
+        wait_for(&format!("{}'s metrics", self.standby.host), limit, async || f(&self.standby_metrics()))
+            .await
     }
 
     /// Waits until the standby's detector is watching a live primary (every probe up).
@@ -872,8 +879,8 @@ impl Drill {
     /// systemd kills a crashed service's cgroup; the supervisor restarts the monitor.
     pub fn kill_standby_monitor(&self) -> DateTime<Utc> {
         let at = SystemClock.utc();
-        let (code, _, err) =
-            self.sh(&self.standby.name, "pkill -9 -f '^[/]opt/kdr/'; pkill -9 -f '[/]drill/bin/kubeadm'; true");
+        let (code, _, err) = self
+            .sh(&self.standby.name, "pkill -9 -f '^[/]opt/kdr/'; pkill -9 -f '[/]drill/bin/kubeadm'; true");
         assert_eq!(code, 0, "{err}");
         at
     }
@@ -979,7 +986,6 @@ impl Drill {
         let (_, out, _) = self.sh(&self.standby.name, "ls /etc/kubernetes/manifests");
         out.split_whitespace().map(str::to_owned).collect()
     }
-
 
     fn count_lines(&self, file: &str, needle: &str) -> usize {
         self.standby_file(file).lines().filter(|l| l.contains(needle)).count()
