@@ -168,6 +168,8 @@ async fn docker_drill_partition_then_primary_loss_then_return_then_second_failov
     );
 
     // ---- Scenario 8: master-1 rebuilt as master-2's standby; master-2 stopped -----------------
+    // What master-2 serves: master-1's writes it restored (nothing was written since).
+    let keys = drill.promoted_drill_keys();
     drill.rebuild_primary_as_standby();
     drill.wait_standby_watching(Duration::from_secs(60)).await;
     drill.wait_backups(drill.backup_count().await + 1, Duration::from_secs(60)).await;
@@ -185,6 +187,7 @@ async fn docker_drill_partition_then_primary_loss_then_return_then_second_failov
     let detection_s = secs_between(stopped_at, promoted.decided_at);
     assert!(detection_s >= topology::DEAD_AFTER_S as f64, "promoted {detection_s:.2} s after the stop");
     drill.assert_workers_rewired().await;
+    assert_eq!(drill.promoted_drill_keys(), keys, "master-1 serves every key master-2 served");
     tokio::time::sleep(Duration::from_secs(2 * topology::DEAD_AFTER_S)).await;
     assert_eq!(drill.newest_claim_by().await, Some((2, "master-1".to_owned())), "one claim of epoch 2");
     assert!(drill.journal(1).is_none() && drill.journal(3).is_none(), "only epoch 2 was run on master-1");
@@ -197,10 +200,12 @@ async fn docker_drill_partition_then_primary_loss_then_return_then_second_failov
     println!(
         "drill scenario 8 (second failover: master-1 rebuilt as master-2's standby, master-2 stopped):\n  \
          detection {detection_s:.2} s; restore {:.2} s; RTO {:.2} s; one promotion, epoch 2 (the rebuilt node's \
-         state dir started empty), no operator action; the restored set was taken {:.2} s before the stop",
+         state dir started empty), no operator action; the restored set was taken {:.2} s before the stop; \
+         the {} keys master-2 served (master-1's writes from the first generation) all served by master-1",
         secs_between(promoted.restore.0, promoted.restore.1),
         secs_between(stopped_at, promoted.finished_at),
-        secs_between(taken_at, stopped_at)
+        secs_between(taken_at, stopped_at),
+        keys.len()
     );
 }
 

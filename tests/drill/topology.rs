@@ -1036,7 +1036,7 @@ impl Drill {
     }
 
     /// The promoted etcd's keys under `/registry/drill/` (read on the standby with the real etcdctl).
-    fn promoted_drill_keys(&self) -> Vec<String> {
+    pub fn promoted_drill_keys(&self) -> Vec<String> {
         let (code, out, err) = self.sh(
             &self.standby.name,
             "P=/etc/kubernetes/pki/etcd; /opt/etcd/etcdctl --endpoints=https://127.0.0.1:2379 --cacert $P/ca.crt \
