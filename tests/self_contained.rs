@@ -42,9 +42,15 @@ fn resolve(base: &Path, rel: &str) -> PathBuf {
     out
 }
 
-/// The string literals in `text` that start with `../`.
-fn parent_literals(text: &str) -> Vec<String> {
-    text.split('"').skip(1).step_by(2).filter(|s| s.starts_with("../")).map(str::to_owned).collect()
+/// The string literals in `text` that start with `../`, each with whether it is a module's
+/// `#[path = "..."]` (relative to the file's directory, not the crate's).
+fn parent_literals(text: &str) -> Vec<(String, bool)> {
+    let parts: Vec<&str> = text.split('"').collect();
+    (1..parts.len())
+        .step_by(2)
+        .filter(|&i| parts[i].starts_with("../"))
+        .map(|i| (parts[i].to_owned(), parts[i - 1].trim_end().ends_with("#[path =")))
+        .collect()
 }
 
 #[test]
@@ -60,8 +66,8 @@ fn no_source_reaches_outside_the_repository() {
         if text.contains("KDR_SHARED_DIR") || text.contains("shared/design") {
             outside.push(format!("{}: names the team's shared/ directory", file.display()));
         }
-        let base = crate_dir(file);
-        for lit in parent_literals(&text) {
+        for (lit, module_path) in parent_literals(&text) {
+            let base = if module_path { file.parent().unwrap().to_path_buf() } else { crate_dir(file) };
             let target = resolve(&base, &lit);
             if !target.starts_with(&root) {
                 outside.push(format!("{}: \"{lit}\" resolves to {}", file.display(), target.display()));
@@ -74,10 +80,15 @@ fn no_source_reaches_outside_the_repository() {
 #[test]
 fn the_checker_catches_a_path_that_leaves_the_repository() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let lits = parent_literals(r#"let p = dir.join("../../shared/x"); let q = "../tests/fixtures";"#);
-    assert_eq!(lits, ["../../shared/x", "../tests/fixtures"]);
-    assert!(!resolve(&root.join("kdr-monitor"), &lits[0]).starts_with(&root));
-    assert!(resolve(&root.join("kdr-monitor"), &lits[1]).starts_with(&root));
+    let lits = parent_literals(
+        r#"let p = dir.join("../../shared/x"); let q = "../tests/fixtures"; #[path = "../common/mod.rs"]"#,
+    );
+    let names: Vec<&str> = lits.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(names, ["../../shared/x", "../tests/fixtures", "../common/mod.rs"]);
+    assert_eq!(lits.iter().map(|(_, m)| *m).collect::<Vec<_>>(), [false, false, true]);
+    assert!(!resolve(&root.join("kdr-monitor"), &lits[0].0).starts_with(&root));
+    assert!(resolve(&root.join("kdr-monitor"), &lits[1].0).starts_with(&root));
+    assert!(resolve(&root.join("tests/drill"), &lits[2].0).starts_with(&root));
 }
 
 #[test]

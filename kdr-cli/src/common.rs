@@ -33,9 +33,6 @@ pub enum Output {
     Json,
 }
 
-/// The default config file, used when it exists.
-const DEFAULT_CONFIG: &str = "/etc/kdr/kdr.toml";
-
 pub fn init_tracing(g: &GlobalArgs) {
     let level = match g.verbose {
         0 => "warn",
@@ -47,12 +44,10 @@ pub fn init_tracing(g: &GlobalArgs) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// The config file: `--config`, else `KDR_CONFIG`, else /etc/kdr/kdr.toml if it exists.
+/// The config file: `--config`, else `KDR_CONFIG`, else /etc/kdr/kdr.toml if it exists (the one
+/// rule both binaries use, [`kdr_core::config::find_config_file`]).
 fn config_path(g: &GlobalArgs, env: &BTreeMap<String, String>) -> Option<PathBuf> {
-    g.config
-        .clone()
-        .or_else(|| env.get("KDR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
-        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()))
+    kdr_core::config::find_config_file(g.config.as_deref(), env)
 }
 
 /// Loads the configuration with [`Config::load`]: the file (if any), then the environment. Flags

@@ -301,6 +301,18 @@ fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
     v.trim().parse().map_err(|_| Error::config(key, format!("{v:?} is not a number")))
 }
 
+/// The config file read when neither `--config` nor `KDR_CONFIG` names one (if it exists).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kdr/kdr.toml";
+
+/// Where both binaries find their configuration file, in order: the `--config` flag, then the
+/// `KDR_CONFIG` environment variable (when not empty), then [`DEFAULT_CONFIG_PATH`] if that file
+/// exists. `None`: no file (a command that needs one says so).
+pub fn find_config_file(flag: Option<&Path>, env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| env.get("KDR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()))
+}
+
 impl Config {
     /// Parses a TOML document; `origin` names it in errors. An unknown top-level section is
     /// [`Error::Config`] with key `"<section> in <origin>"`; an unknown key or a wrong value names
@@ -538,15 +550,16 @@ impl Config {
     /// monitor's start run it (through [`crate::monitor::config::validate`]).
     ///
     /// The detector fails over only when the primary's machine looks dead, and the promotion
-    /// (`promote_command`, normally `kdr failover` on this file) fences it first with `[fence]`:
+    /// (the runbook `kdr failover` runs, in-process by default) fences it first with `[fence]`:
     /// - `kind = "ssh"` needs the machine to answer, so every automatic failover would halt at
     ///   the fence at 3 a.m. Refused unless `[fence] accept_no_automatic_failover_when_primary_is_down
     ///   = true`, which keeps the ssh fence knowingly and logs a warning at every start.
     /// - `kind = "exec"` (a power or cloud API) works without the machine; `kind = "none"` needs
     ///   its own acknowledgement ([`crate::fence::FenceSettings::validate`]).
     /// - `[monitor.standby] fence_command` is a second fence: with `[fence]` configured too, or
-    ///   with a `promote_command` that runs `kdr failover` (which fences again with `[fence]`,
-    ///   `ssh` by default), it is refused, naming both keys. Name the fence once, in `[fence]`.
+    ///   with the runbook as the promotion (the default, in-process, or a `promote_command` that
+    ///   runs `kdr failover`), which fences again with `[fence]` (`ssh` by default), it is
+    ///   refused, naming both keys. Name the fence once, in `[fence]`.
     pub fn check_automatic_failover_fence(&self) -> Result<()> {
         let f = &self.fence;
         let standby = &self.monitor.standby;
@@ -556,9 +569,13 @@ impl Config {
                             `gcloud compute instances stop <name>`); it gets KDR_FENCE_NODE, KDR_FENCE_HOST, KDR_EPOCH";
         if !standby.fence_command.is_empty() {
             let configured = *f != crate::fence::FenceSettings::default();
-            if configured || runs_kdr_failover(&standby.promote_command) {
+            let runbook = standby.promote_command.is_empty() || runs_kdr_failover(&standby.promote_command);
+            if configured || runbook {
                 let why = if configured {
                     "[fence] is configured too"
+                } else if standby.promote_command.is_empty() {
+                    "the monitor promotes through the runbook, which fences again with [fence] (default kind = \
+                     \"ssh\", which needs the dead machine to answer: the failover would halt)"
                 } else {
                     "promote_command runs `kdr failover`, which fences again with [fence] (default kind = \"ssh\", \
                      which needs the dead machine to answer: the failover would halt)"
@@ -584,8 +601,8 @@ impl Config {
                     "kind = \"ssh\" cannot fence a dead primary: an ssh fence needs the machine to answer, and \
                      this standby fails over only when the machine looks dead, so every automatic failover \
                      would halt at the fence. Use a fence that works without the machine: {exec_example}. \
-                     Or keep the ssh fence knowingly, with automatic failover only for a primary whose machine \
-                     still answers: accept_no_automatic_failover_when_primary_is_down = true"
+                     Or keep the ssh fence knowingly, a failover of a dead primary then halting at the fence for \
+                     an operator: accept_no_automatic_failover_when_primary_is_down = true"
                 ),
             )),
             crate::fence::FenceKind::Ssh => {

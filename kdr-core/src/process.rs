@@ -26,7 +26,8 @@ pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
 const REAP_WAIT: Duration = Duration::from_secs(5);
 
 /// A child that leads its own process group. Dropping it (a cancelled caller) or a timeout in
-/// [`output`](Self::output) kills the whole group; see the [module docs](self).
+/// [`output`](Self::output) stops the whole group (SIGTERM, then SIGKILL); see the
+/// [module docs](self).
 #[derive(Debug)]
 pub(crate) struct GroupChild {
     child: Child,

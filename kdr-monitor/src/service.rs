@@ -10,13 +10,25 @@ use kdr_core::monitor::config::{LogFormat, effective_toml, validate};
 /// Arguments of `run` and `check-config`.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
-    /// The kdr configuration file (TOML; see examples/kdr.toml).
-    #[arg(long, value_name = "FILE", env = "KDR_CONFIG")]
-    config: PathBuf,
+    /// The kdr configuration file (TOML; see examples/kdr.toml). Default: `KDR_CONFIG`, else
+    /// /etc/kdr/kdr.toml if it exists (the same rule as `kdr`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
-fn load(path: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path, &std::env::vars().collect())?)
+fn load(path: Option<&Path>) -> anyhow::Result<(PathBuf, Config)> {
+    let env = std::env::vars().collect();
+    let path = kdr_core::config::find_config_file(path, &env).ok_or_else(|| {
+        kdr_core::Error::config(
+            "--config",
+            format!(
+                "kdr-monitor needs a configuration file: pass --config FILE, set KDR_CONFIG, or create {}",
+                kdr_core::config::DEFAULT_CONFIG_PATH
+            ),
+        )
+    })?;
+    let config = Config::load(&path, &env)?;
+    Ok((path, config))
 }
 
 /// Logs go to stderr. `json`: one object per line with `timestamp`, `level`, `message`, the
@@ -51,7 +63,7 @@ async fn shutdown_signal() {
 /// logged as a JSON line and returned as [`Reported`], so that stderr stays all JSON; an
 /// unreadable config is reported as plain text (the format is not known yet).
 pub fn run(args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = load(&args.config)?;
+    let (_, config) = load(args.config.as_deref())?;
     let format = config.monitor.log_format;
     init_tracing(format);
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -88,9 +100,9 @@ impl std::error::Error for Reported {
 
 /// `kdr-monitor check-config`: validates and prints the effective config, secrets redacted.
 pub fn check_config(args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = load(&args.config)?;
+    let (path, config) = load(args.config.as_deref())?;
     validate(&config)?;
     print!("{}", effective_toml(&config)?);
-    eprintln!("{}: ok", args.config.display());
+    eprintln!("{}: ok", path.display());
     Ok(())
 }

@@ -109,3 +109,33 @@ fn a_standby_naming_its_fence_twice_exits_2_naming_both_keys() {
         "{err}"
     );
 }
+
+/// Both binaries find the file the same way: `--config`, else `KDR_CONFIG`, else
+/// /etc/kdr/kdr.toml if it exists; with none of them, an exit 2 that names all three.
+#[test]
+fn the_config_file_is_found_as_kdr_finds_it() {
+    let bare = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kdr-monitor"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KDR_") || k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("check-config");
+        cmd
+    };
+    let o = bare().env("KDR_CONFIG", example()).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("examples/kdr.toml: ok"), "{err}");
+
+    if !Path::new(kdr_core::config::DEFAULT_CONFIG_PATH).exists() {
+        let o = bare().output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--config FILE") && err.contains("KDR_CONFIG") && err.contains("/etc/kdr/kdr.toml"),
+            "{err}"
+        );
+    }
+}

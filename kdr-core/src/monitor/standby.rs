@@ -122,6 +122,8 @@ pub struct Standby {
     /// Where promotions claim their epoch: read at start-up and every [`CLAIMS_EVERY`] so that
     /// the detector's next epoch is past the newest claim (a rebuilt standby starts at 0).
     claims: Option<crate::runbook::ClaimStore>,
+    /// This node (`[promotion] node_name`, `advertise_address`): a fence aimed at it is refused.
+    this_node: crate::control_plane::NodeIdentity,
 }
 
 /// How often the standby reads the newest claim from the store.
@@ -260,6 +262,10 @@ impl Standby {
             + interval * 3;
         Ok(Self {
             claims: None,
+            this_node: crate::control_plane::NodeIdentity {
+                name: config.promotion.node_name.clone(),
+                address: config.promotion.advertise_address.clone(),
+            },
             round_budget: longest + (interval / 2).max(Duration::from_millis(500)),
             command_allowance,
             shared,
@@ -591,6 +597,10 @@ impl Standby {
             return Some(Outcome::Failed("no fencer configured".into()));
         };
         let target = FenceTarget { epoch, ..self.fence_target.clone() };
+        // Never aimed at this node itself (a same-host rebuild, or a config naming this host).
+        if let Err(e) = crate::fence::refuse_fencing_this_host(&target, &self.this_node).await {
+            return Some(Outcome::Failed(e.to_string()));
+        }
         self.shared.decide("fence", format!("fencing {} ({}) for epoch {epoch}", target.name, target.host));
         let r = self.bounded("fence", async { fencer.fence(&target).await }, stop).await?;
         Some(match r {
@@ -726,11 +736,42 @@ mod tests {
     }
 
     fn rig_with(alerts: &str, claims: Option<crate::runbook::ClaimStore>) -> Rig {
+        rig_full(alerts, claims, None)
+    }
+
+    /// Counts its calls.
+    #[derive(Debug, Default)]
+    struct CountingFencer(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Fencer for CountingFencer {
+        fn plan(&self, _: &FenceTarget) -> Vec<String> {
+            vec!["count".into()]
+        }
+        async fn fence(&self, _: &FenceTarget) -> Result<crate::fence::FenceReport> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(crate::fence::FenceReport { method: "count".into(), actions: vec![] })
+        }
+    }
+
+    fn rig_full(
+        alerts: &str,
+        claims: Option<crate::runbook::ClaimStore>,
+        fence: Option<(&str, Arc<CountingFencer>)>,
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
+        let (fencing, standby_keys, promotion) = match &fence {
+            Some((target, _)) => (
+                "fencing = \"required\"\n",
+                format!("primary_name = \"master-1\"\nprimary_address = \"{target}\"\n"),
+                "[promotion]\nnode_name = \"master-2\"\nadvertise_address = \"10.9.9.9\"\n",
+            ),
+            None => ("", String::new(), ""),
+        };
         let text = format!(
-            "[detector]\ninterval_s = 1\ndead_after_s = 5\nrequire_self_probe = false\n\
+            "[detector]\ninterval_s = 1\ndead_after_s = 5\nrequire_self_probe = false\n{fencing}{promotion}\
              [monitor]\nroles = [\"standby\"]\nstate_dir = \"{}\"\n\
-             [monitor.standby]\njitter = 0.0\n{alerts}",
+             [monitor.standby]\njitter = 0.0\n{standby_keys}{alerts}",
             dir.path().join("state").display()
         );
         let config = Config::from_toml(&text, "test").unwrap();
@@ -744,7 +785,8 @@ mod tests {
         };
         let probes = vec![(ProbeRole::Api, probe("api")), (ProbeRole::Host, probe("host"))];
         let promoter = Arc::new(Recorder { clock: clock.clone(), at: Mutex::new(Vec::new()) });
-        let mut standby = Standby::new(&config, shared.clone(), probes, None, promoter.clone()).unwrap();
+        let fencer = fence.map(|(_, f)| f as Arc<dyn Fencer>);
+        let mut standby = Standby::new(&config, shared.clone(), probes, fencer, promoter.clone()).unwrap();
         if let Some(c) = claims {
             standby = standby.with_claims(c);
         }
@@ -852,6 +894,24 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let promoted = r.finish().await;
         assert_eq!(promoted.iter().map(|p| p.0).collect::<Vec<_>>(), [2], "one promotion, at epoch 2");
+    }
+
+    /// A fence whose target is this host (here: loopback) is refused before the fencer runs,
+    /// and a failed fence means no promotion; aimed at another host, it runs and the
+    /// promotion follows.
+    #[tokio::test(start_paused = true)]
+    async fn the_monitor_never_fences_this_host() {
+        for (target, fences, promotions) in [("127.0.0.1", 0, 0), ("10.1.1.1", 1, 1)] {
+            let fencer = Arc::new(CountingFencer::default());
+            let r = rig_full("", None, Some((target, fencer.clone())));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            r.up.store(false, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let fence_decisions = r.decisions("fence");
+            let promoted = r.finish().await;
+            assert_eq!(fencer.0.load(Ordering::SeqCst), fences, "{target}: {fence_decisions:?}");
+            assert_eq!(promoted.len(), promotions, "{target}");
+        }
     }
 
     /// An alert hook that hangs for 30 s (each state change alerts) does not delay detection:
