@@ -312,15 +312,21 @@ async fn restart_keeps_the_latch_and_pause() {
     kdr_core::failover::trace::Trace::parse(&trace, "recorded").expect("the recording replays");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_self_fence_guard_reacts_to_a_newer_claim() {
-    let s3 = S3Container::shared().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("manifests");
+/// `<dir>/manifests` holding two stand-in static pod manifests (each file's text is its name).
+fn static_pod_manifests(dir: &Path) -> PathBuf {
+    let manifests = dir.join("manifests");
     std::fs::create_dir(&manifests).unwrap();
     for f in ["etcd.yaml", "kube-apiserver.yaml"] {
         std::fs::write(manifests.join(f), f).unwrap();
     }
+    manifests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_self_fence_guard_reacts_to_a_newer_claim() {
+    let s3 = S3Container::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = static_pod_manifests(dir.path());
     let config = parse(
         &format!(
             "{}[monitor]\nroles = [\"primary\"]\nstate_dir = \"{}\"\n[monitor.backup]\nenabled = false\n\
@@ -377,11 +383,7 @@ async fn docker_a_promoted_standby_with_the_primary_role_keeps_serving_and_backi
     client.put("/registry/pods/default/p0", "x", None).await.unwrap();
     let s3 = S3Container::shared().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests).unwrap();
-    for f in ["etcd.yaml", "kube-apiserver.yaml"] {
-        std::fs::write(manifests.join(f), f).unwrap();
-    }
+    let manifests = static_pod_manifests(dir.path());
     let prefix = format!("promoted-{}", std::process::id());
     let text = |advertise: &str| {
         format!(

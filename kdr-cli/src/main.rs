@@ -53,22 +53,6 @@ enum Command {
     Failover(failover::FailoverArgs),
 }
 
-/// The first of SIGINT and SIGTERM, by name.
-async fn stop_signal() -> &'static str {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        () = term => "SIGTERM",
-    }
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -107,7 +91,7 @@ fn main() -> ExitCode {
         }
         tokio::select! {
             r = work => r,
-            signal = stop_signal() => {
+            signal = kdr_core::shutdown::stop_signal() => {
                 eprintln!("kdr: stopped by {signal}; the processes it started were stopped too");
                 Ok(ExitCode::from(if signal == "SIGINT" { 130 } else { 143 }))
             }

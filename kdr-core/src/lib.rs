@@ -32,6 +32,7 @@
 //! [`error`] holds the one public [`Error`]; [`clock`] the injected time that logic uses instead
 //! of reading the system clock. Every local child process is started through a crate-private
 //! `process` module: in its own process group, which a timeout or cancellation kills whole.
+//! [`shutdown`] is the signal both binaries stop on.
 //!
 //! # Features
 //! | feature | what it adds |
@@ -53,6 +54,7 @@ mod process;
 pub mod remote;
 pub mod restore;
 pub mod runbook;
+pub mod shutdown;
 pub mod snapshot;
 pub mod workers;
 

@@ -43,22 +43,6 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// SIGTERM (systemd, kubelet) or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
 /// `kdr-monitor run`. With `log_format = "json"`, a failure after the config was loaded is
 /// logged as a JSON line and returned as [`Reported`], so that stderr stays all JSON; an
 /// unreadable config is reported as plain text (the format is not known yet).
@@ -71,7 +55,9 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<()> {
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
-            Ok(rt.block_on(kdr_core::monitor::run(config, Arc::new(SystemClock), shutdown_signal()))?)
+            Ok(rt.block_on(kdr_core::monitor::run(config, Arc::new(SystemClock), async {
+                kdr_core::shutdown::stop_signal().await;
+            }))?)
         });
     match result {
         Err(e) if format == LogFormat::Json => {
