@@ -19,4 +19,6 @@ trap cleanup EXIT
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# An embedder without the cloud backends (kdr-core's s3, gcs and azure features) still builds.
+cargo clippy -p kdr-core --no-default-features -- -D warnings
 cargo test --workspace --all-features --no-fail-fast

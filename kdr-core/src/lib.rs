@@ -37,6 +37,9 @@
 //! # Features
 //! | feature | what it adds |
 //! | --- | --- |
+//! | `s3` (default) | `s3://` stores (AWS S3, MinIO, Garage, any S3 API) |
+//! | `gcs` (default) | `gs://` stores (Google Cloud Storage) |
+//! | `azure` (default) | `az://` stores (Azure Blob Storage) |
 //! | `test-util` | `testing`: real etcd, S3 and sshd containers (testcontainers), in-memory fakes, mockall mocks and the conformance suites every implementation runs |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -4,4 +4,5 @@
 pub mod backup;
 pub mod bins;
 pub mod data;
+pub mod kubeadm;
 pub mod wait;

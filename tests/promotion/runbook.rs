@@ -13,6 +13,8 @@ use kdr_core::remote::{NodeRemote, SshNodeRemote};
 use kdr_core::runbook::{Claim, ClaimOutcome, ClaimStore};
 use kdr_core::testing::containers::{S3Container, SshNodeContainer};
 
+use self::common::kubeadm::{CLUSTER_CONFIGURATION, KUBEADM_STAND_IN, OLD_APISERVER};
+
 fn remote(node: &SshNodeContainer, name: &str) -> Arc<dyn NodeRemote> {
     Arc::new(SshNodeRemote::new(super::target(node, name)).unwrap())
 }
@@ -153,53 +155,6 @@ async fn ssh_fence_moves_manifests_aside_and_stops_kubelet_on_a_real_node() {
     node.stop().await.unwrap();
     assert!(fencer.fence(&target).await.is_err());
 }
-
-/// A kubeadm stand-in that records like the fixture's recorders and behaves enough like kubeadm
-/// for the sequence: `init` writes the files kubeadm writes; `token create --config /dev/stdin
-/// --print-join-command` reads the token from its stdin config (recording it root-only for the
-/// test) and prints the join command with it, as kubeadm does.
-const KUBEADM_STAND_IN: &str = r#"#!/bin/sh
-printf '%s\n' "kubeadm $*" >> /var/log/kdr-calls.log
-case "$1" in
-init)
-  mkdir -p /etc/kubernetes/manifests
-  for f in admin.conf manifests/kube-apiserver.yaml manifests/kube-controller-manager.yaml manifests/kube-scheduler.yaml manifests/etcd.yaml; do
-    echo "written by kubeadm init" > /etc/kubernetes/$f
-  done
-  touch /etc/kdr-fake/in-init 2>/dev/null
-  while [ -e /etc/kdr-fake/hang-init ]; do sleep 0.1; done ;;
-token)
-  tok=$(sed -n 's/^- token: *//p; s/^  token: *//p' /dev/stdin | tr -d "'\"" | head -n1)
-  umask 077; echo "$tok" > /root/seen-token
-  echo "kubeadm join 192.168.30.202:6443 --token $tok --discovery-token-ca-cert-hash sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" ;;
-esac
-"#;
-
-const CLUSTER_CONFIGURATION: &str = "apiVersion: kubeadm.k8s.io/v1beta3
-kind: ClusterConfiguration
-kubernetesVersion: v1.29.15
-controlPlaneEndpoint: 192.168.30.200:6443
-etcd:
-  local:
-    dataDir: /var/lib/etcd
-networking:
-  podSubnet: 10.244.0.0/16
-";
-
-const OLD_APISERVER: &str = "apiVersion: v1
-kind: Pod
-spec:
-  containers:
-  - name: kube-apiserver
-    command:
-    - kube-apiserver
-    - --advertise-address=192.168.30.200
-    - --encryption-provider-config=/etc/kubernetes/enc/enc.yaml
-    volumeMounts:
-    - {name: enc, mountPath: /etc/kubernetes/enc, readOnly: true}
-  volumes:
-  - {name: enc, hostPath: {path: /etc/kubernetes/enc, type: DirectoryOrCreate}}
-";
 
 #[tokio::test]
 async fn kubeadm_init_command_sequence_over_ssh_with_stand_ins() {

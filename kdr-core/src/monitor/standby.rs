@@ -745,13 +745,41 @@ mod tests {
 
     #[async_trait]
     impl Fencer for CountingFencer {
-        fn plan(&self, _: &FenceTarget) -> Vec<String> {
-            vec!["count".into()]
+        fn plan(&self, t: &FenceTarget) -> Vec<String> {
+            vec![format!("count {}", t.name)]
         }
-        async fn fence(&self, _: &FenceTarget) -> Result<crate::fence::FenceReport> {
+        async fn fence(&self, t: &FenceTarget) -> Result<crate::fence::FenceReport> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(crate::fence::FenceReport { method: "count".into(), actions: vec![] })
+            Ok(crate::fence::FenceReport {
+                method: "count".into(),
+                actions: vec![format!("counted {}", t.name)],
+            })
         }
+    }
+
+    /// The counting fake as the fencer conformance suite sees it: fenced once it counted.
+    struct Counted<'a>(&'a CountingFencer, FenceTarget);
+
+    #[async_trait(?Send)]
+    impl crate::testing::conformance::fencer::FenceWorld for Counted<'_> {
+        fn target(&self) -> FenceTarget {
+            self.1.clone()
+        }
+        async fn view(&self) -> crate::testing::conformance::NodeView {
+            let calls = vec!["fence".to_owned(); self.0.0.load(Ordering::SeqCst)];
+            crate::testing::conformance::NodeView { calls, ..Default::default() }
+        }
+        async fn fenced(&self) -> bool {
+            self.0.0.load(Ordering::SeqCst) > 0
+        }
+    }
+
+    #[tokio::test]
+    async fn the_counting_fencer_passes_the_fencer_conformance_suite() {
+        let f = CountingFencer::default();
+        let t = FenceTarget { name: "master-1".into(), host: "10.9.9.1".into(), epoch: 2 };
+        let this = crate::control_plane::NodeIdentity { name: "master-2".into(), address: "10.9.9.9".into() };
+        crate::testing::conformance::fencer::run_all(&f, &Counted(&f, t), &this).await;
     }
 
     fn rig_full(

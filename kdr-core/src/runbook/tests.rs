@@ -16,6 +16,9 @@ use crate::fence::FenceReport;
 use crate::snapshot::{
     ByteStream, Compression, Encryption, IncompleteSet, PodNames, SnapshotSource, StoredObject,
 };
+use crate::testing::conformance::NodeView;
+use crate::testing::conformance::control_plane::{self, InitWorld};
+use crate::testing::conformance::fencer::{self, FenceWorld};
 
 /// What the fakes did, and where the next crash happens.
 #[derive(Debug, Default)]
@@ -139,8 +142,65 @@ impl Fencer for FakeFencer {
             });
         }
         self.0.event(format!("fence:{}", t.epoch)).await;
-        Ok(FenceReport { method: "fake".into(), actions: vec![] })
+        Ok(FenceReport { method: "fake".into(), actions: vec![format!("powered off {}", t.host)] })
     }
+}
+
+/// The fakes above as the conformance suites see them: the world's events are the calls.
+#[derive(Debug)]
+struct FakeNode(World, FenceTarget);
+
+impl FakeNode {
+    fn view(&self) -> NodeView {
+        NodeView { files: Default::default(), calls: self.0.st().events.clone() }
+    }
+}
+
+#[async_trait(?Send)]
+impl FenceWorld for FakeNode {
+    fn target(&self) -> FenceTarget {
+        self.1.clone()
+    }
+    async fn view(&self) -> NodeView {
+        FakeNode::view(self)
+    }
+    async fn fenced(&self) -> bool {
+        let done = format!("fence:{}", self.1.epoch);
+        self.0.st().events.contains(&done)
+    }
+}
+
+#[async_trait(?Send)]
+impl InitWorld for FakeNode {
+    fn node(&self) -> String {
+        "master-2".into()
+    }
+    async fn view(&self) -> NodeView {
+        FakeNode::view(self)
+    }
+    async fn command_lines(&self) -> Vec<String> {
+        self.0.st().events.clone()
+    }
+}
+
+fn fake_node() -> FakeNode {
+    FakeNode(World::default(), FenceTarget { name: "master-1".into(), host: "10.0.0.1".into(), epoch: 3 })
+}
+
+#[tokio::test]
+async fn the_fake_fencer_passes_the_fencer_conformance_suite() {
+    let node = fake_node();
+    let this = NodeIdentity { name: "master-2".into(), address: "10.0.0.2".into() };
+    let fencer = FakeFencer(node.0.clone());
+    fencer::run_all(&fencer, &node, &this).await;
+    node.0.st().fence_fails = true;
+    fencer::a_failing_fence_is_an_error(&fencer, &node).await;
+}
+
+#[tokio::test]
+async fn the_fake_init_passes_the_control_plane_conformance_suite() {
+    let node = fake_node();
+    control_plane::run_all(&FakeInit(node.0.clone()), &node).await;
 }
 
 #[derive(Debug)]

@@ -30,10 +30,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+use object_store::RetryConfig;
 use object_store::path::Path;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -155,6 +155,7 @@ impl fmt::Debug for StoreOptions {
 }
 
 impl StoreOptions {
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     fn retry(&self) -> RetryConfig {
         RetryConfig { max_retries: self.max_retries, retry_timeout: self.retry_timeout, ..Default::default() }
     }
@@ -235,6 +236,13 @@ impl ObjectStoreSnapshotStore {
                     .map_err(|e| bad(format!("cannot use {}: {e}", dir.display())))?;
                 (Arc::new(fs), String::new(), format!("file://{}", dir.display()))
             }
+            #[cfg(not(feature = "s3"))]
+            "s3" | "s3a" => return Err(missing_feature(url, "s3")),
+            #[cfg(not(feature = "gcs"))]
+            "gs" => return Err(missing_feature(url, "gcs")),
+            #[cfg(not(feature = "azure"))]
+            "az" | "azure" | "abfs" | "abfss" => return Err(missing_feature(url, "azure")),
+            #[cfg(feature = "s3")]
             "s3" | "s3a" => {
                 if host.is_empty() {
                     return Err(bad("missing bucket name (s3://BUCKET/prefix)".into()));
@@ -270,6 +278,7 @@ impl ObjectStoreSnapshotStore {
                 }
                 (Arc::new(s3), path, desc)
             }
+            #[cfg(feature = "gcs")]
             "gs" => {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
                     .with_bucket_name(&host)
@@ -282,6 +291,7 @@ impl ObjectStoreSnapshotStore {
                 let desc = join_desc(format!("gs://{host}"), &path);
                 (Arc::new(gcs), path, desc)
             }
+            #[cfg(feature = "azure")]
             "az" | "azure" | "abfs" | "abfss" => {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::new()
                     .with_url(url)
@@ -389,6 +399,7 @@ impl ObjectStoreSnapshotStore {
     }
 }
 
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn join_desc(base: String, path: &str) -> String {
     if path.is_empty() { base } else { format!("{base}/{path}") }
 }
@@ -486,6 +497,18 @@ pub(crate) fn concise_error(e: &dyn std::error::Error) -> String {
     }
     let root = root.to_string();
     if top.contains(&root) { top } else { format!("{top}: {root}") }
+}
+
+/// The store URL names a backend this build was compiled without.
+#[cfg(not(all(feature = "s3", feature = "gcs", feature = "azure")))]
+fn missing_feature(url: &str, feature: &str) -> Error {
+    Error::config(
+        "store.url",
+        format!(
+            "{url:?} needs kdr-core's `{feature}` feature, which this build was compiled without: \
+             build with it (it is on by default) or use another store"
+        ),
+    )
 }
 
 fn check_name(id: &str, name: &str) -> Result<()> {
