@@ -19,17 +19,22 @@ pub const INTERVAL_S: u64 = 1;
 pub const DEAD_AFTER_S: u64 = 5;
 /// The primary's backup interval, in seconds.
 pub const BACKUP_INTERVAL_S: u64 = 2;
+/// How long the uplink's webhook hangs on each alert while told to (`hosts/uplink`).
+pub const WEBHOOK_HANG_S: u64 = 30;
+/// The uplink's webhook port, also what the standby's self probe connects to.
+const UPLINK_PORT: u16 = 8080;
 
 const HOSTS: &[(&str, &str)] = &[
     ("supervise", include_str!("hosts/supervise")),
     ("boot-master-1", include_str!("hosts/boot-master-1")),
-    ("boot-master-2", include_str!("hosts/boot-master-2")),
+    ("boot-standby", include_str!("hosts/boot-standby")),
     ("static-pods", include_str!("hosts/static-pods")),
     ("kubeadm", include_str!("hosts/kubeadm")),
     ("kubectl", include_str!("hosts/kubectl")),
     ("etcdutl", include_str!("hosts/etcdutl")),
     ("fence-ipmi", include_str!("hosts/fence-ipmi")),
     ("alert", include_str!("hosts/alert")),
+    ("uplink", include_str!("hosts/uplink")),
 ];
 
 /// Seconds from `a` to `b`.
@@ -122,25 +127,23 @@ fn cluster_configuration(m1: &str) -> String {
 struct Net(String);
 
 impl Net {
-    /// Creates `name` on `10.<octet>.<third>.0/24`, trying other third octets while a subnet
+    /// Creates `name` (`internal`: no route out of it) on `10.<octet>.<third>.0/24`, trying other third octets while a subnet
     /// overlaps an existing network; dynamic addresses (the workers') come from the lower half,
     /// so the masters' fixed `.200`/`.201` stay free. Returns the network and its `10.<octet>.<third>.` prefix.
-    fn create(name: String, octet: u8) -> (Self, String) {
+    fn create(name: String, octet: u8, internal: bool) -> (Self, String) {
         let _ = docker(&["network", "rm", &name]);
         let mut third = (std::process::id() % 200) as u8 + 20;
         for _ in 0..30 {
             let prefix = format!("10.{octet}.{third}.");
-            let (code, _, err) = docker(&[
-                "network",
-                "create",
-                "--label",
-                "kdr.test=1",
-                "--subnet",
-                &format!("{prefix}0/24"),
-                "--ip-range",
-                &format!("{prefix}0/25"),
-                &name,
-            ]);
+            let subnet = format!("{prefix}0/24");
+            let range = format!("{prefix}0/25");
+            let mut args =
+                vec!["network", "create", "--label", "kdr.test=1", "--subnet", &subnet, "--ip-range", &range];
+            if internal {
+                args.push("--internal");
+            }
+            args.push(&name);
+            let (code, _, err) = docker(&args);
             if code == 0 {
                 return (Self(name), prefix);
             }
@@ -161,16 +164,79 @@ impl Drop for Net {
     }
 }
 
-/// A master: a container run with the docker CLI (stopped and started by the drill).
+/// A master: a container run with the docker CLI (stopped, started and rebuilt by the drill).
 struct Master {
     name: String,
+    /// Its host name (`master-1`, `master-2`): its node name and claim holder.
+    host: String,
+    /// Its `/drill`.
     dir: PathBuf,
+    /// Its fixed addresses on `lan` and on `link`.
+    ip: String,
+    link_ip: String,
 }
 
 impl Drop for Master {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", &self.name]);
     }
+}
+
+/// A container run with the docker CLI, removed on drop.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+/// What every standby's and promoted node's config shares, kept to write a rebuilt node's.
+struct Shared {
+    /// `[cluster]` and `[store]`.
+    store_toml: String,
+    /// `[[workers]]`.
+    workers_toml: String,
+    /// The standby's `[monitor.alerts]`: the exec hook and the uplink's webhook.
+    alerts_toml: String,
+    /// The uplink's address (the standby's self probe target and webhook).
+    uplink_ip: String,
+}
+
+/// A standby's config: `me` watches `primary` (its API and sshd at their `link` addresses, the
+/// witnesses asking for its API at its `lan` address) and promotes itself with `kdr failover`.
+/// `roles` and `extra` (more tables) let the operator give it the primary role after a promotion.
+fn standby_toml(sh: &Shared, me: &Master, primary: &Master, roles: &str, extra: &str) -> String {
+    format!(
+        "{store_toml}[restore]\netcdutl = \"/drill/bin/etcdutl\"\netcdctl = \"/opt/etcd/etcdctl\"\netcd = \"/opt/etcd/etcd\"\n\
+         initial_advertise_peer_urls = \"http://{me_ip}:2380\"\n\
+         [ssh]\nuser = \"kube\"\nknown_hosts = \"/drill/ssh/known_hosts\"\nkey_file = \"/drill/ssh/worker-1.key\"\n\
+         connect_timeout = \"3s\"\n{workers_toml}\
+         [worker_recovery]\nmode = \"rewire\"\nkubectl = \"/drill/bin/kubectl\"\nadmin_kubeconfig = \"/etc/kubernetes/admin.conf\"\n\
+         poll_interval = \"1s\"\n\
+         [primary]\nname = \"{p_host}\"\naddress = \"{p_ip}\"\n\
+         [promotion]\nnode_name = \"{me_host}\"\nadvertise_address = \"{me_ip}\"\nstate_dir = \"/var/lib/kdr/promotion\"\nbundle_dir = \"/var/lib/kdr/promotion/bundle\"\n\
+         [promotion.checks]\nkubectl = \"/drill/bin/kubectl\"\ntimeout = \"60s\"\npoll_interval = \"1s\"\n\
+         [kubeadm]\nkubeadm = \"/drill/bin/kubeadm\"\netcd_data_dir = \"/var/lib/etcd\"\ninit_timeout = \"2m\"\n\
+         [fence]\nkind = \"exec\"\ncommand = [\"/drill/bin/fence-ipmi\"]\n\
+         [detector]\ninterval_s = {INTERVAL_S}\ndead_after_s = {DEAD_AFTER_S}\nprobe_timeout_s = 0.8\n\
+         witnesses = [\"worker-1\", \"worker-2\", \"worker-3\"]\n\
+         [monitor]\nroles = {roles}\nlisten = \"0.0.0.0:9464\"\nstate_dir = \"/var/lib/kdr/monitor\"\n\
+         record_trace = \"/drill/trace.jsonl\"\n\
+         [monitor.standby]\napi_url = \"https://{p_link}:6443/healthz\"\napi_ca_file = \"/drill/pki/ca.crt\"\n\
+         host_tcp = \"{p_link}:22\"\nself_tcp = \"{uplink}:{UPLINK_PORT}\"\nwitness_url = \"https://{p_ip}:6443/healthz\"\n\
+         promote_command = [\"/opt/kdr/kdr\", \"failover\", \"--config\", \"/drill/kdr.toml\", \"--epoch\", \"{{epoch}}\"]\n\
+         promote_timeout_s = 600\n{alerts}{extra}",
+        store_toml = sh.store_toml,
+        workers_toml = sh.workers_toml,
+        alerts = sh.alerts_toml,
+        uplink = sh.uplink_ip,
+        me_ip = me.ip,
+        me_host = me.host,
+        p_host = primary.host,
+        p_ip = primary.ip,
+        p_link = primary.link_ip,
+    )
 }
 
 /// What a promotion left: the journal's figures.
@@ -199,7 +265,8 @@ pub struct Report {
     /// Stop -> the detector's decision.
     pub detection_s: f64,
     restore_s: f64,
-    rto_s: f64,
+    /// Stop -> the runbook complete.
+    pub rto_s: f64,
     etcd_serving_s: f64,
     acked: usize,
     lost: Vec<String>,
@@ -232,30 +299,67 @@ impl Report {
     }
 }
 
-/// The drill's topology. Dropping it removes every container and both networks.
+/// Runs master `m` booting with `boot`: on `lan` at its fixed address, and on each of `more`
+/// (network, fixed address if any) before it boots.
+fn run_master(m: &Master, lan: &str, more: &[(&str, Option<&str>)], boot: &str, extra: &[&str]) {
+    let mut args: Vec<String> = ["create", "--name", &m.name, "--hostname", &m.host, "--network", lan]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(["--ip".into(), m.ip.clone(), "--label".into(), "kdr.test=1".into()]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let bins = bins();
+    for (src, dst) in [
+        (m.dir.clone(), "/drill"),
+        (etcd_dir(), "/opt/etcd"),
+        (bins.join("kdr"), "/opt/kdr/kdr"),
+        (bins.join("kdr-monitor"), "/opt/kdr/kdr-monitor"),
+    ] {
+        args.push("-v".into());
+        args.push(format!("{}:{dst}{}", src.display(), if dst == "/drill" { "" } else { ":ro" }));
+    }
+    args.extend(["kdr-test/node:bookworm".into(), "bash".into(), format!("/drill/bin/{boot}")]);
+    docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for (net, ip) in more {
+        match ip {
+            Some(ip) => docker_ok(&["network", "connect", "--ip", ip, net, &m.name]),
+            None => docker_ok(&["network", "connect", net, &m.name]),
+        };
+    }
+    docker_ok(&["start", &m.name]);
+}
+
+/// The drill's topology. Dropping it removes every container and the networks.
 pub struct Drill {
     // Field order is drop order: containers first, then the networks, then the files.
-    m1: Master,
-    m2: Master,
+    /// master-1 until [`Drill::rebuild_primary_as_standby`] swaps the two.
+    primary: Master,
+    standby: Master,
+    _uplink: Container,
     workers: Vec<SshNodeContainer>,
     /// Kept for its lifetime: the store's server.
     _s3: S3Container,
     etcd_tls: EtcdTls,
     store: ObjectStoreSnapshotStore,
+    lan: String,
     link: String,
-    ips: Ips,
-    _nets: [Net; 2],
-    _dir: tempfile::TempDir,
+    uplink_net: String,
+    uplink_dir: PathBuf,
+    shared: Shared,
+    _nets: [Net; 3],
+    dir: tempfile::TempDir,
 }
 
 impl Drill {
     /// Builds the topology and waits until master-1 serves and master-2's monitor runs.
     pub async fn start(tag: &str) -> Self {
-        let bins = bins();
-        let etcd = etcd_dir();
+        bins();
         let id = format!("kdr-drill-{tag}-{}", std::process::id());
-        let (lan, lan_net) = Net::create(format!("{id}-lan"), 213);
-        let (link, link_net) = Net::create(format!("{id}-link"), 214);
+        let (lan, lan_net) = Net::create(format!("{id}-lan"), 213, false);
+        let (link, link_net) = Net::create(format!("{id}-link"), 214, false);
+        // The standby's uplink: a network of its own (no route out), which cutting `lan` and
+        // `link` leaves up, as a standby's gateway stays up when its LAN switch port dies.
+        let (uplink, uplink_prefix) = Net::create(format!("{id}-uplink"), 215, true);
         let ips = Ips {
             m1: format!("{lan_net}200"),
             m2: format!("{lan_net}201"),
@@ -306,6 +410,31 @@ impl Drill {
             let ip = w.network_ip().await.unwrap().to_string();
             workers.push((w, ip));
         }
+
+        // The uplink: its webhook receiver (hosts/uplink) at a fixed address.
+        let uplink_dir = dir.path().join("uplink");
+        write(&uplink_dir.join("bin/uplink"), include_str!("hosts/uplink"), 0o755);
+        let uplink_ip = format!("{uplink_prefix}250");
+        let uplink_c = Container(format!("{id}-uplink"));
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &uplink_c.0,
+            "--hostname",
+            "uplink",
+            "--network",
+            &uplink.0,
+            "--ip",
+            &uplink_ip,
+            "--label",
+            "kdr.test=1",
+            "-v",
+            &format!("{}:/drill", uplink_dir.display()),
+            "kdr-test/node:bookworm",
+            "python3",
+            "/drill/bin/uplink",
+        ]);
 
         let common_env = format!("AWS_SECRET_ACCESS_KEY={}\nRUST_LOG=info\n", s3.secret_key());
         let store_toml = format!(
@@ -380,6 +509,7 @@ impl Drill {
         let m2_dir = dir.path().join("m2");
         write(&m2_dir.join("pki/ca.crt"), &pki.ca_crt, 0o644);
         write(&m2_dir.join("monitor.env"), &common_env, 0o600);
+        write(&m2_dir.join("www/healthz"), "ok", 0o644);
         let mut known_hosts = String::new();
         let mut workers_toml = String::new();
         for (i, (w, ip)) in workers.iter().enumerate() {
@@ -396,102 +526,93 @@ impl Drill {
             ));
         }
         write(&m2_dir.join("ssh/known_hosts"), known_hosts, 0o644);
-        let m2_toml = format!(
-            "{store_toml}[restore]\netcdutl = \"/drill/bin/etcdutl\"\netcdctl = \"/opt/etcd/etcdctl\"\netcd = \"/opt/etcd/etcd\"\n\
-             initial_advertise_peer_urls = \"http://{m2}:2380\"\n\
-             [ssh]\nuser = \"kube\"\nknown_hosts = \"/drill/ssh/known_hosts\"\nkey_file = \"/drill/ssh/worker-1.key\"\n\
-             connect_timeout = \"3s\"\n{workers_toml}\
-             [worker_recovery]\nmode = \"rewire\"\nkubectl = \"/drill/bin/kubectl\"\nadmin_kubeconfig = \"/etc/kubernetes/admin.conf\"\n\
-             poll_interval = \"1s\"\n\
-             [primary]\nname = \"master-1\"\naddress = \"{m1}\"\n\
-             [promotion]\nnode_name = \"master-2\"\nadvertise_address = \"{m2}\"\nstate_dir = \"/var/lib/kdr/promotion\"\nbundle_dir = \"/var/lib/kdr/promotion/bundle\"\n\
-             [promotion.checks]\nkubectl = \"/drill/bin/kubectl\"\ntimeout = \"60s\"\npoll_interval = \"1s\"\n\
-             [kubeadm]\nkubeadm = \"/drill/bin/kubeadm\"\netcd_data_dir = \"/var/lib/etcd\"\ninit_timeout = \"2m\"\n\
-             [fence]\nkind = \"exec\"\ncommand = [\"/drill/bin/fence-ipmi\"]\n\
-             [detector]\ninterval_s = {INTERVAL_S}\ndead_after_s = {DEAD_AFTER_S}\nprobe_timeout_s = 0.8\n\
-             witnesses = [\"worker-1\", \"worker-2\", \"worker-3\"]\n\
-             [monitor]\nroles = [\"standby\"]\nlisten = \"0.0.0.0:9464\"\nstate_dir = \"/var/lib/kdr/monitor\"\n\
-             record_trace = \"/drill/trace.jsonl\"\n\
-             [monitor.standby]\napi_url = \"https://{m1_link}:6443/healthz\"\napi_ca_file = \"/drill/pki/ca.crt\"\n\
-             host_tcp = \"{m1_link}:22\"\nself_tcp = \"s3:9000\"\nwitness_url = \"https://{m1}:6443/healthz\"\n\
-             promote_command = [\"/opt/kdr/kdr\", \"failover\", \"--config\", \"/drill/kdr.toml\", \"--epoch\", \"{{epoch}}\"]\n\
-             promote_timeout_s = 600\n{alerts}",
-            m1 = ips.m1,
-            m2 = ips.m2,
-            m1_link = ips.m1_link,
-        );
-        write(&m2_dir.join("kdr.toml"), m2_toml, 0o600);
-        for d in [&m1_dir, &m2_dir] {
+        let shared = Shared {
+            store_toml,
+            workers_toml,
+            // The webhook's timeout is longer than its hang: a hanging webhook is felt in full.
+            alerts_toml: format!(
+                "[monitor.alerts]\nexec = [[\"/drill/bin/alert\"]]\nwebhooks = [\"http://{uplink_ip}:{UPLINK_PORT}/alert\"]\n\
+                 timeout_s = {}\n",
+                WEBHOOK_HANG_S + 15
+            ),
+            uplink_ip,
+        };
+        let m1 = Master {
+            name: format!("{id}-master-1"),
+            host: "master-1".into(),
+            dir: m1_dir,
+            ip: ips.m1.clone(),
+            link_ip: ips.m1_link.clone(),
+        };
+        let m2 = Master {
+            name: format!("{id}-master-2"),
+            host: "master-2".into(),
+            dir: m2_dir,
+            ip: ips.m2.clone(),
+            link_ip: ips.m2_link.clone(),
+        };
+        write(&m2.dir.join("kdr.toml"), standby_toml(&shared, &m2, &m1, "[\"standby\"]", ""), 0o600);
+        for d in [&m1.dir, &m2.dir] {
             for (name, text) in HOSTS {
                 write(&d.join("bin").join(name), text, 0o755);
             }
         }
 
-        let lan_name = lan.0.clone();
-        let run = |name: &str, host: &str, ip: &str, dir: &Path, extra: &[&str]| {
-            let mut args: Vec<String> =
-                ["run", "-d", "--name", name, "--hostname", host, "--network", &lan_name]
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect();
-            args.extend(["--ip".into(), ip.into(), "--label".into(), "kdr.test=1".into()]);
-            args.extend(extra.iter().map(|s| (*s).to_owned()));
-            for (src, dst) in [
-                (dir.to_owned(), "/drill"),
-                (etcd.clone(), "/opt/etcd"),
-                (bins.join("kdr"), "/opt/kdr/kdr"),
-                (bins.join("kdr-monitor"), "/opt/kdr/kdr-monitor"),
-            ] {
-                args.push("-v".into());
-                args.push(format!("{}:{dst}{}", src.display(), if dst == "/drill" { "" } else { ":ro" }));
-            }
-            args.extend(["kdr-test/node:bookworm".into(), "bash".into(), format!("/drill/bin/boot-{host}")]);
-            docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        };
-        let m1 = Master { name: format!("{id}-master-1"), dir: m1_dir.clone() };
-        run(&m1.name, "master-1", &ips.m1, &m1_dir, &["-p", "127.0.0.1::2379"]);
-        docker_ok(&["network", "connect", "--ip", &ips.m1_link, &link.0, &m1.name]);
-        let m2 = Master { name: format!("{id}-master-2"), dir: m2_dir.clone() };
+        run_master(&m1, &lan.0, &[(&link.0, Some(&m1.link_ip))], "boot-master-1", &["-p", "127.0.0.1::2379"]);
         let drill = Self {
-            _dir: dir,
-            m1,
-            m2,
+            dir,
+            primary: m1,
+            standby: m2,
+            _uplink: uplink_c,
             workers: workers.into_iter().map(|(w, _)| w).collect(),
             _s3: s3,
             etcd_tls,
             store,
+            lan: lan.0.clone(),
             link: link.0.clone(),
-            ips,
-            _nets: [lan, link],
+            uplink_net: uplink.0.clone(),
+            uplink_dir,
+            shared,
+            _nets: [lan, link, uplink],
         };
-        drill.wait_m1_serving(Duration::from_secs(60)).await;
+        drill.wait_primary_serving(Duration::from_secs(60)).await;
         drill.seed_cluster().await;
         // The standby starts once the primary serves (else its first rounds would see it dead).
-        run(&drill.m2.name, "master-2", &drill.ips.m2, &m2_dir, &[]);
-        docker_ok(&["network", "connect", "--ip", &drill.ips.m2_link, &drill.link, &drill.m2.name]);
+        drill.run_standby(&drill.standby);
         drill
+    }
+
+    /// Runs `m` as a standby (`boot-standby`) on `lan`, `link` and the uplink.
+    fn run_standby(&self, m: &Master) {
+        run_master(
+            m,
+            &self.lan,
+            &[(&self.link, Some(&m.link_ip)), (&self.uplink_net, None)],
+            "boot-standby",
+            &[],
+        );
     }
 
     fn sh(&self, container: &str, script: &str) -> (i32, String, String) {
         docker(&["exec", container, "bash", "-c", script])
     }
 
-    /// Runs a shell script on master-2 and returns its stdout.
-    pub fn m2_sh(&self, script: &str) -> String {
-        self.sh(&self.m2.name, script).1
+    /// Runs a shell script on the standby and returns its stdout.
+    pub fn standby_sh(&self, script: &str) -> String {
+        self.sh(&self.standby.name, script).1
     }
 
-    fn m1_port(&self) -> Option<u16> {
-        let (code, out, _) = docker(&["port", &self.m1.name, "2379/tcp"]);
+    fn primary_port(&self) -> Option<u16> {
+        let (code, out, _) = docker(&["port", &self.primary.name, "2379/tcp"]);
         if code != 0 {
             return None;
         }
         out.lines().next()?.rsplit(':').next()?.trim().parse().ok()
     }
 
-    /// A TLS client of master-1's etcd, from the test host.
-    pub async fn m1_client(&self) -> Option<etcd_client::Client> {
-        let port = self.m1_port()?;
+    /// A TLS client of the primary's etcd, from the test host (master-1's published port).
+    pub async fn primary_client(&self) -> Option<etcd_client::Client> {
+        let port = self.primary_port()?;
         etcd_client::Client::connect(
             [format!("https://127.0.0.1:{port}")],
             Some(self.etcd_tls.connect_options().unwrap().with_timeout(Duration::from_secs(2))),
@@ -500,14 +621,14 @@ impl Drill {
         .ok()
     }
 
-    async fn wait_m1_serving(&self, limit: Duration) {
+    async fn wait_primary_serving(&self, limit: Duration) {
         wait_for("master-1's etcd and API server", limit, async || {
-            let mut c = self.m1_client().await?;
+            let mut c = self.primary_client().await?;
             c.status().await.ok()?;
             let (code, _, _) = self.workers[0]
                 .exec(&format!(
                     "curl -sf --cacert /etc/kubernetes/pki/ca.crt https://{}:6443/healthz",
-                    self.ips.m1
+                    self.primary.ip
                 ))
                 .await
                 .ok()?;
@@ -518,7 +639,7 @@ impl Drill {
 
     /// Kubernetes-like keys: the nodes, a few pods, a secret.
     async fn seed_cluster(&self) {
-        let mut c = self.m1_client().await.expect("master-1 etcd");
+        let mut c = self.primary_client().await.expect("master-1 etcd");
         for n in ["master-1", "worker-1", "worker-2", "worker-3"] {
             c.put(format!("/registry/minions/{n}"), format!("{{\"name\":\"{n}\"}}"), None).await.unwrap();
         }
@@ -533,6 +654,19 @@ impl Drill {
         c.put("/registry/secrets/default/db", "s3cr3t", None).await.unwrap();
     }
 
+    /// The newest committed set: its id and when it was taken.
+    pub async fn newest_set(&self) -> Option<(String, DateTime<Utc>)> {
+        self.store.list().await.unwrap().first().map(|m| (m.id.to_string(), m.created_at))
+    }
+
+    /// When each set taken after `t` was taken, oldest first.
+    pub async fn sets_since(&self, t: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let mut v: Vec<_> =
+            self.store.list().await.unwrap().into_iter().map(|m| m.created_at).filter(|c| *c > t).collect();
+        v.sort();
+        v
+    }
+
     /// The committed backup sets in the store.
     pub async fn backup_count(&self) -> usize {
         self.store.list().await.map(|l| l.len()).unwrap_or(0)
@@ -544,14 +678,15 @@ impl Drill {
             .await;
     }
 
-    /// Scrapes master-2's monitor.
+    /// Scrapes the standby's monitor.
     pub fn standby_metrics(&self) -> Metrics {
-        Metrics(parse_metrics(&self.m2_sh("curl -sf http://127.0.0.1:9464/metrics")))
+        Metrics(parse_metrics(&self.standby_sh("curl -sf http://127.0.0.1:9464/metrics")))
     }
 
-    /// Polls master-2's metrics until `f` answers.
+    /// Polls the standby's metrics until `f` answers.
     pub async fn wait_metrics<T>(&self, limit: Duration, f: impl Fn(&Metrics) -> Option<T>) -> T {
-        wait_for("master-2's metrics", limit, async || f(&self.standby_metrics())).await
+        wait_for(&format!("{}'s metrics", self.standby.host), limit, async || f(&self.standby_metrics()))
+            .await
     }
 
     /// Waits until the standby's detector is watching a live primary (every probe up).
@@ -565,71 +700,212 @@ impl Drill {
         .await;
     }
 
-    /// Cuts the master-2 <-> master-1 link only.
+    /// Cuts the standby <-> primary link only.
     pub fn cut_link(&self) {
-        docker_ok(&["network", "disconnect", &self.link, &self.m1.name]);
+        docker_ok(&["network", "disconnect", &self.link, &self.primary.name]);
     }
 
     /// Restores it.
     pub fn restore_link(&self) {
-        docker_ok(&["network", "connect", "--ip", &self.ips.m1_link, &self.link, &self.m1.name]);
+        docker_ok(&["network", "connect", "--ip", &self.primary.link_ip, &self.link, &self.primary.name]);
     }
 
-    /// Stops master-1 at once (power loss); returns when.
-    pub fn stop_master_1(&self) -> DateTime<Utc> {
+    /// Cuts the standby off from the primary and every worker (its `lan` and `link`); its
+    /// uplink stays. Returns when.
+    pub fn isolate_standby(&self) -> DateTime<Utc> {
         let at = SystemClock.utc();
-        docker_ok(&["stop", "-t", "0", &self.m1.name]);
+        docker_ok(&["network", "disconnect", &self.lan, &self.standby.name]);
+        docker_ok(&["network", "disconnect", &self.link, &self.standby.name]);
         at
     }
 
-    /// Starts master-1 again (its disk kept); returns when.
-    pub fn start_master_1(&self) -> DateTime<Utc> {
+    /// Connects it again, at its addresses.
+    pub fn reconnect_standby(&self) -> DateTime<Utc> {
         let at = SystemClock.utc();
-        docker_ok(&["start", &self.m1.name]);
+        docker_ok(&["network", "connect", "--ip", &self.standby.ip, &self.lan, &self.standby.name]);
+        docker_ok(&["network", "connect", "--ip", &self.standby.link_ip, &self.link, &self.standby.name]);
         at
     }
 
-    /// Makes master-2's kubeadm stand-in wait at `kubeadm init`.
-    pub fn hold_kubeadm(&self) {
-        write(&self.m2.dir.join("kubeadm-hold"), "", 0o644);
-    }
-
-    /// Lets it go on.
-    pub fn release_kubeadm(&self) {
-        std::fs::remove_file(self.m2.dir.join("kubeadm-hold")).unwrap();
-    }
-
-    /// Kills master-2's monitor with its promotion (`kdr failover`) and the held kubeadm, as
-    /// systemd kills a crashed service's cgroup; the supervisor restarts the monitor.
-    pub fn kill_standby_monitor(&self) -> DateTime<Utc> {
+    /// The primary looks dead to everyone without losing its disk or its address: its link to the
+    /// standby cut, and the machine frozen (`docker pause`: the witnesses' TLS handshakes stall).
+    pub fn freeze_primary(&self) -> DateTime<Utc> {
         let at = SystemClock.utc();
-        let (code, _, err) =
-            self.sh(&self.m2.name, "pkill -9 -f '^[/]opt/kdr/'; pkill -9 -f '[/]drill/bin/kubeadm'; true");
+        self.cut_link();
+        docker_ok(&["pause", &self.primary.name]);
+        at
+    }
+
+    /// Thaws it and restores the link.
+    pub fn thaw_primary(&self) -> DateTime<Utc> {
+        let at = SystemClock.utc();
+        docker_ok(&["unpause", &self.primary.name]);
+        self.restore_link();
+        at
+    }
+
+    /// Freezes the standby's whole container (a paused VM, a stopped process); returns when.
+    pub fn pause_standby(&self) -> DateTime<Utc> {
+        let at = SystemClock.utc();
+        docker_ok(&["pause", &self.standby.name]);
+        at
+    }
+
+    /// Thaws it; returns when.
+    pub fn unpause_standby(&self) -> DateTime<Utc> {
+        let at = SystemClock.utc();
+        docker_ok(&["unpause", &self.standby.name]);
+        at
+    }
+
+    /// Freezes worker `n` (1-based): its kernel still accepts TCP on port 22 (the listening
+    /// socket's backlog) but sshd never answers: a silent witness.
+    pub fn silence_worker(&self, n: usize) -> DateTime<Utc> {
+        let at = SystemClock.utc();
+        docker_ok(&["pause", self.workers[n - 1].id()]);
+        at
+    }
+
+    /// Lets it answer again.
+    pub fn wake_worker(&self, n: usize) {
+        docker_ok(&["unpause", self.workers[n - 1].id()]);
+    }
+
+    /// Makes the uplink's alert webhook hang [`WEBHOOK_HANG_S`] on each alert (or answer at once).
+    pub fn hang_webhook(&self, hang: bool) {
+        let f = self.uplink_dir.join("webhook-hang");
+        if hang {
+            write(&f, "", 0o644);
+        } else {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    /// The alerts the webhook received: (time received, `ok`|`hang`, JSON body).
+    pub fn webhook_calls(&self) -> Vec<(DateTime<Utc>, String, String)> {
+        let text = std::fs::read_to_string(self.uplink_dir.join("webhook.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut it = l.splitn(3, ' ');
+                let at = DateTime::parse_from_rfc3339(it.next()?).ok()?.with_timezone(&Utc);
+                Some((at, it.next()?.to_owned(), it.next().unwrap_or("").to_owned()))
+            })
+            .collect()
+    }
+
+    /// The operator gives the promoted standby the primary role: the same config file with
+    /// `roles = ["primary"]`, its etcd (the promoted one, with the restored healthcheck client
+    /// cert) and backups every [`BACKUP_INTERVAL_S`] s, and nothing about the self-fence (no epoch,
+    /// no holder): the defaults must not fence this node for its own claim. The monitor is
+    /// restarted (its supervisor runs the new config). Returns when.
+    pub fn give_standby_primary_role(&self) -> DateTime<Utc> {
+        let primary_tables = format!(
+            "[etcd]\nendpoint = \"https://127.0.0.1:2379\"\ncacert = \"/etc/kubernetes/pki/etcd/ca.crt\"\n\
+             cert = \"/etc/kubernetes/pki/etcd/healthcheck-client.crt\"\nkey = \"/etc/kubernetes/pki/etcd/healthcheck-client.key\"\n\
+             [backup]\nkubeadm_config = \"/etc/kubernetes/kdr-kubeadm-init.yaml\"\n\
+             [monitor.backup]\ninterval_s = {BACKUP_INTERVAL_S}\nprune = false\n[monitor.drill]\nenabled = false\n\
+             [monitor.self_fence]\ninterval_s = 1\n"
+        );
+        let toml = standby_toml(&self.shared, &self.standby, &self.primary, "[\"primary\"]", &primary_tables);
+        write(&self.standby.dir.join("kdr.toml"), toml, 0o600);
+        let at = SystemClock.utc();
+        let (code, _, err) = self.sh(&self.standby.name, "pkill -f '^[/]opt/kdr/kdr-monitor'; true");
         assert_eq!(code, 0, "{err}");
         at
     }
 
-    /// The operator resumes the promotion by hand: `kdr failover --config` on master-2.
+    /// Rebuilds the old primary (a fresh machine: new disk, same name and addresses) as the
+    /// standby of the promoted one, and swaps the two: from here on `primary` is the promoted
+    /// node and `standby` the rebuilt one. Its monitor starts with an empty state dir.
+    pub fn rebuild_primary_as_standby(&mut self) {
+        docker_ok(&["rm", "-f", &self.primary.name]);
+        let dir = self.dir.path().join(format!("{}-rebuilt", self.primary.host));
+        for f in ["pki/ca.crt", "monitor.env", "www/healthz", "ssh/known_hosts"] {
+            let mode = if f == "monitor.env" { 0o600 } else { 0o644 };
+            write(&dir.join(f), std::fs::read(self.standby.dir.join(f)).unwrap(), mode);
+        }
+        for n in 1..=self.workers.len() {
+            let f = format!("ssh/worker-{n}.key");
+            write(&dir.join(&f), std::fs::read(self.standby.dir.join(&f)).unwrap(), 0o600);
+        }
+        for (name, text) in HOSTS {
+            write(&dir.join("bin").join(name), text, 0o755);
+        }
+        let rebuilt = Master {
+            name: self.primary.name.clone(),
+            host: self.primary.host.clone(),
+            dir,
+            ip: self.primary.ip.clone(),
+            link_ip: self.primary.link_ip.clone(),
+        };
+        write(
+            &rebuilt.dir.join("kdr.toml"),
+            standby_toml(&self.shared, &rebuilt, &self.standby, "[\"standby\"]", ""),
+            0o600,
+        );
+        self.run_standby(&rebuilt);
+        // The old value names the same container, now the rebuilt node's: dropping it would
+        // remove that.
+        let old = std::mem::replace(&mut self.primary, rebuilt);
+        std::mem::forget(old);
+        std::mem::swap(&mut self.primary, &mut self.standby);
+    }
+
+    /// Stops the primary at once (power loss); returns when.
+    pub fn stop_primary(&self) -> DateTime<Utc> {
+        let at = SystemClock.utc();
+        docker_ok(&["stop", "-t", "0", &self.primary.name]);
+        at
+    }
+
+    /// Starts the (old) primary again (its disk kept); returns when.
+    pub fn start_primary(&self) -> DateTime<Utc> {
+        let at = SystemClock.utc();
+        docker_ok(&["start", &self.primary.name]);
+        at
+    }
+
+    /// Makes the standby's kubeadm stand-in wait at `kubeadm init`.
+    pub fn hold_kubeadm(&self) {
+        write(&self.standby.dir.join("kubeadm-hold"), "", 0o644);
+    }
+
+    /// Lets it go on.
+    pub fn release_kubeadm(&self) {
+        std::fs::remove_file(self.standby.dir.join("kubeadm-hold")).unwrap();
+    }
+
+    /// Kills the standby's monitor with its promotion (`kdr failover`) and the held kubeadm, as
+    /// systemd kills a crashed service's cgroup; the supervisor restarts the monitor.
+    pub fn kill_standby_monitor(&self) -> DateTime<Utc> {
+        let at = SystemClock.utc();
+        let (code, _, err) = self
+            .sh(&self.standby.name, "pkill -9 -f '^[/]opt/kdr/'; pkill -9 -f '[/]drill/bin/kubeadm'; true");
+        assert_eq!(code, 0, "{err}");
+        at
+    }
+
+    /// The operator resumes the promotion by hand: `kdr failover --config` on the standby.
     pub fn operator_failover(&self) -> (i32, String, String) {
         self.sh(
-            &self.m2.name,
+            &self.standby.name,
             "set -a; . /drill/monitor.env; set +a; exec /opt/kdr/kdr failover --config /drill/kdr.toml",
         )
     }
 
-    /// A file under master-2's /drill.
-    pub fn m2_file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.m2.dir.join(name)).unwrap_or_default()
+    /// A file under the standby's /drill.
+    pub fn standby_file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.standby.dir.join(name)).unwrap_or_default()
     }
 
-    fn m1_file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.m1.dir.join(name)).unwrap_or_default()
+    fn primary_file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.primary.dir.join(name)).unwrap_or_default()
     }
 
-    /// Waits for a line containing `needle` in master-2's `file`.
-    pub async fn wait_m2_log(&self, file: &str, needle: &str, limit: Duration) -> String {
-        wait_for(&format!("{needle:?} in master-2's {file}"), limit, async || {
-            self.m2_file(file).lines().find(|l| l.contains(needle)).map(str::to_owned)
+    /// Waits for a line containing `needle` in the standby's `file`.
+    pub async fn wait_standby_log(&self, file: &str, needle: &str, limit: Duration) -> String {
+        wait_for(&format!("{needle:?} in {}'s {file}", self.standby.host), limit, async || {
+            self.standby_file(file).lines().find(|l| l.contains(needle)).map(str::to_owned)
         })
         .await
     }
@@ -641,34 +917,34 @@ impl Drill {
         })
     }
 
-    /// Waits for a master-2 alert containing `needle`; returns its time and text.
-    pub async fn wait_m2_alert(&self, needle: &str, limit: Duration) -> (DateTime<Utc>, String) {
-        wait_for(&format!("master-2 alert {needle:?}"), limit, async || {
-            Self::alert_in(&self.m2_file("alerts.log"), needle)
+    /// Waits for a standby alert containing `needle`; returns its time and text.
+    pub async fn wait_standby_alert(&self, needle: &str, limit: Duration) -> (DateTime<Utc>, String) {
+        wait_for(&format!("{} alert {needle:?}", self.standby.host), limit, async || {
+            Self::alert_in(&self.standby_file("alerts.log"), needle)
         })
         .await
     }
 
-    /// Waits for a master-1 alert containing `needle`.
-    pub async fn wait_m1_alert(&self, needle: &str, limit: Duration) -> (DateTime<Utc>, String) {
-        wait_for(&format!("master-1 alert {needle:?}"), limit, async || {
-            Self::alert_in(&self.m1_file("alerts.log"), needle)
+    /// Waits for a primary alert containing `needle`.
+    pub async fn wait_primary_alert(&self, needle: &str, limit: Duration) -> (DateTime<Utc>, String) {
+        wait_for(&format!("{} alert {needle:?}", self.primary.host), limit, async || {
+            Self::alert_in(&self.primary_file("alerts.log"), needle)
         })
         .await
     }
 
-    /// Waits until master-1's etcd and API server stand-ins are down (after its self-fence).
-    pub async fn wait_m1_control_plane_stopped(&self, limit: Duration) {
-        wait_for("master-1's control plane to stop", limit, async || {
-            let (code, out, _) = self.sh(&self.m1.name, "pgrep -x etcd; pgrep -x openssl; true");
+    /// Waits until the primary's etcd and API server stand-ins are down (after its self-fence).
+    pub async fn wait_primary_control_plane_stopped(&self, limit: Duration) {
+        wait_for(&format!("{}'s control plane to stop", self.primary.host), limit, async || {
+            let (code, out, _) = self.sh(&self.primary.name, "pgrep -x etcd; pgrep -x openssl; true");
             (code == 0 && out.trim().is_empty()).then_some(())
         })
         .await;
     }
 
-    /// How long master-1's etcd ran after its last start, from the static-pods log.
-    pub fn m1_served_after_return(&self) -> f64 {
-        let log = self.m1_file("static-pods.log");
+    /// How long the primary's etcd ran after its last start, from the static-pods log.
+    pub fn primary_served_after_return(&self) -> f64 {
+        let log = self.primary_file("static-pods.log");
         let at = |needle: &str| {
             log.lines()
                 .filter(|l| l.contains(needle))
@@ -682,47 +958,58 @@ impl Drill {
         }
     }
 
-    /// master-1's static pod manifests.
-    pub fn m1_manifests(&self) -> Vec<String> {
-        let (_, out, _) = self.sh(&self.m1.name, "ls /etc/kubernetes/manifests");
+    /// The primary's static pod manifests.
+    pub fn primary_manifests(&self) -> Vec<String> {
+        let (_, out, _) = self.sh(&self.primary.name, "ls /etc/kubernetes/manifests");
         out.split_whitespace().map(str::to_owned).collect()
     }
 
     /// Where its self-fence moved them.
-    pub fn m1_manifests_aside(&self) -> Vec<String> {
-        let (_, out, _) = self.sh(&self.m1.name, "ls /etc/kubernetes/manifests.kdr-fenced-epoch-1");
+    pub fn primary_manifests_aside(&self) -> Vec<String> {
+        let (_, out, _) = self.sh(&self.primary.name, "ls /etc/kubernetes/manifests.kdr-fenced-epoch-1");
         out.split_whitespace().map(str::to_owned).collect()
     }
 
     /// The newest epoch claimed in the store (the runbook's claims, read with its [`ClaimStore`]).
     pub async fn newest_claim(&self) -> Option<u64> {
+        self.newest_claim_by().await.map(|c| c.0)
+    }
+
+    /// The newest claim's epoch and holder.
+    pub async fn newest_claim_by(&self) -> Option<(u64, String)> {
         let claims = ClaimStore::new(self.store.inner().clone(), self.store.prefix(), "drill");
-        claims.newest().await.unwrap().map(|c| c.epoch)
+        claims.newest().await.unwrap().map(|c| (c.epoch, c.holder))
+    }
+
+    /// The standby's static pod manifests.
+    pub fn standby_manifests(&self) -> Vec<String> {
+        let (_, out, _) = self.sh(&self.standby.name, "ls /etc/kubernetes/manifests");
+        out.split_whitespace().map(str::to_owned).collect()
     }
 
     fn count_lines(&self, file: &str, needle: &str) -> usize {
-        self.m2_file(file).lines().filter(|l| l.contains(needle)).count()
+        self.standby_file(file).lines().filter(|l| l.contains(needle)).count()
     }
 
-    /// etcdutl restores run on master-2.
+    /// etcdutl restores run on the standby.
     pub fn restores(&self) -> usize {
         self.count_lines("etcdutl-calls.log", "snapshot restore")
     }
 
-    /// kubeadm inits run on master-2.
+    /// kubeadm inits run on the standby.
     pub fn kubeadm_inits(&self) -> usize {
         self.count_lines("kubeadm-calls.log", "kubeadm init")
     }
 
-    /// Fence hook calls on master-2.
+    /// Fence hook calls on the standby, against the primary.
     pub fn fences(&self) -> usize {
-        self.count_lines("fence-calls.log", "fence master-1")
+        self.count_lines("fence-calls.log", &format!("fence {} ", self.primary.host))
     }
 
-    /// The promotion journal of `epoch` on master-2.
+    /// The promotion journal of `epoch` on the standby.
     pub fn journal(&self, epoch: u64) -> Option<serde_json::Value> {
         let (code, out, _) =
-            self.sh(&self.m2.name, &format!("cat /var/lib/kdr/promotion/promotion-epoch-{epoch}.json"));
+            self.sh(&self.standby.name, &format!("cat /var/lib/kdr/promotion/promotion-epoch-{epoch}.json"));
         (code == 0).then(|| serde_json::from_str(&out).unwrap())
     }
 
@@ -737,7 +1024,7 @@ impl Drill {
             DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&Utc)
         };
         let restore = step(&journal, "restore").expect("a restore step");
-        let decided_at = Self::alert_in(&self.m2_file("alerts.log"), "promoting this standby")
+        let decided_at = Self::alert_in(&self.standby_file("alerts.log"), "promoting this standby")
             .map(|a| a.0)
             .unwrap_or_else(|| time(&journal["created_at"]));
         Promoted {
@@ -748,18 +1035,18 @@ impl Drill {
         }
     }
 
-    /// The promoted etcd's keys under `/registry/drill/` (read on master-2 with the real etcdctl).
-    fn promoted_drill_keys(&self) -> Vec<String> {
+    /// The promoted etcd's keys under `/registry/drill/` (read on the standby with the real etcdctl).
+    pub fn promoted_drill_keys(&self) -> Vec<String> {
         let (code, out, err) = self.sh(
-            &self.m2.name,
+            &self.standby.name,
             "P=/etc/kubernetes/pki/etcd; /opt/etcd/etcdctl --endpoints=https://127.0.0.1:2379 --cacert $P/ca.crt \
              --cert $P/server.crt --key $P/server.key get /registry/drill/ --prefix --keys-only",
         );
-        assert_eq!(code, 0, "reading master-2's etcd: {err}");
+        assert_eq!(code, 0, "reading {}'s etcd: {err}", self.standby.host);
         out.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
     }
 
-    /// The promotion restored the newest set, and master-2's etcd serves every write master-1
+    /// The promotion restored the newest set, and the standby's etcd serves every write master-1
     /// acknowledged up to that set's revision. The set's revision is read just before its
     /// snapshot streams, so the snapshot may hold a few writes more: what survives is a prefix of
     /// the acknowledged writes (no holes), at least up to that revision.
@@ -787,25 +1074,25 @@ impl Drill {
             );
         }
         let (code, out, _) = self.sh(
-            &self.m2.name,
+            &self.standby.name,
             "P=/etc/kubernetes/pki/etcd; /opt/etcd/etcdctl --endpoints=https://127.0.0.1:2379 --cacert $P/ca.crt \
              --cert $P/server.crt --key $P/server.key get /registry/secrets/default/db --print-value-only",
         );
         assert_eq!((code, out.trim()), (0, "s3cr3t"));
     }
 
-    /// Each worker's kubelet now talks to master-2, and kubelet was restarted (no reset, no join).
+    /// Each worker's kubelet now talks to the standby, and kubelet was restarted (no reset, no join).
     pub async fn assert_workers_rewired(&self) {
         for w in &self.workers {
             let (_, conf, _) = w.exec("cat /etc/kubernetes/kubelet.conf").await.unwrap();
-            assert!(conf.contains(&format!("server: https://{}:6443", self.ips.m2)), "{conf}");
+            assert!(conf.contains(&format!("server: https://{}:6443", self.standby.ip)), "{conf}");
             let calls = w.recorded_calls().await.unwrap();
             assert!(calls.iter().any(|c| c == "systemctl restart kubelet"), "{calls:?}");
             assert!(!calls.iter().any(|c| c.starts_with("kubeadm reset")), "{calls:?}");
         }
     }
 
-    /// The figures of a failover that stopped master-1 at `stopped_at`.
+    /// The figures of a failover that stopped the primary at `stopped_at`.
     pub async fn measure(&self, stopped_at: DateTime<Utc>, p: &Promoted, acked: &[Acked]) -> Report {
         let keys = self.promoted_drill_keys();
         let lost: Vec<String> =
@@ -814,7 +1101,7 @@ impl Drill {
         let set =
             self.store.list().await.unwrap().into_iter().find(|m| m.id.to_string() == p.snapshot).unwrap();
         let serving = self
-            .m2_file("kubeadm-calls.log")
+            .standby_file("kubeadm-calls.log")
             .lines()
             .filter(|l| l.contains("etcd serves the restored data"))
             .filter_map(|l| DateTime::parse_from_rfc3339(l.split(' ').next()?).ok())
@@ -839,7 +1126,7 @@ impl Drop for Drill {
         if !std::thread::panicking() {
             return;
         }
-        for m in [&self.m1, &self.m2] {
+        for m in [&self.primary, &self.standby] {
             for f in [
                 "monitor.log",
                 "alerts.log",
@@ -874,13 +1161,36 @@ pub fn step_attempts(journal: &serde_json::Value, name: &str) -> Option<u64> {
     step(journal, name)?["attempts"].as_u64()
 }
 
-/// master-2's `/metrics`, parsed.
+/// The standby's `/metrics`, parsed.
 pub struct Metrics(prometheus_parse::Scrape);
 
 impl Metrics {
     /// The first sample of `name` whose labels include `labels`.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         metric(&self.0, name, labels)
+    }
+
+    /// The detector's state (the `kdr_detector_state` sample at 1).
+    pub fn state(&self) -> Option<String> {
+        self.0
+            .samples
+            .iter()
+            .find(|s| s.metric == "kdr_detector_state" && matches!(s.value, prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) if v == 1.0))
+            .and_then(|s| s.labels.get("state").map(str::to_owned))
+    }
+
+    /// Witness `id`'s last verdict: 1 up, 0 down, -1 unknown.
+    pub fn witness(&self, id: &str) -> Option<f64> {
+        let prefix = format!("witness {id} ");
+        self.0
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "kdr_probe_up"
+                    && s.labels.get("role") == Some("witness")
+                    && s.labels.get("target").is_some_and(|t| t.starts_with(&prefix))
+            })
+            .and_then(|s| metric(&self.0, "kdr_probe_up", &[("target", s.labels.get("target")?)]))
     }
 }
 
@@ -894,7 +1204,7 @@ pub struct Writer {
 impl Writer {
     /// Starts writing.
     pub async fn start(drill: &Drill) -> Self {
-        let mut client = drill.m1_client().await.expect("master-1 etcd");
+        let mut client = drill.primary_client().await.expect("master-1 etcd");
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let log = acked.clone();
