@@ -124,6 +124,10 @@ pub struct Standby {
     claims: Option<crate::runbook::ClaimStore>,
     /// This node (`[promotion] node_name`, `advertise_address`): a fence aimed at it is refused.
     this_node: crate::control_plane::NodeIdentity,
+    /// A fence or promotion ran since the last round: the loop was busy on purpose, so the
+    /// time since that round is not reported as an observation gap (the detector is latched
+    /// or waiting for the command's result meanwhile, and still sees the readings go stale).
+    ran_command: bool,
 }
 
 /// How often the standby reads the newest claim from the store.
@@ -262,6 +266,7 @@ impl Standby {
             + interval * 3;
         Ok(Self {
             claims: None,
+            ran_command: false,
             this_node: crate::control_plane::NodeIdentity {
                 name: config.promotion.node_name.clone(),
                 address: config.promotion.advertise_address.clone(),
@@ -339,6 +344,9 @@ impl Standby {
             let actions = det.handle(Input::Tick, round_start);
             if !self.drive(&mut det, actions, &mut stop, &mut suspect_since).await {
                 return Ok(());
+            }
+            if std::mem::take(&mut self.ran_command) {
+                last_round = None;
             }
             if let Some(prev) = last_round {
                 let gap = round_start.saturating_duration_since(prev);
@@ -512,6 +520,7 @@ impl Standby {
                 Action::Persist(p) => match p.commit(&mut self.state) {
                     Ok(commands) => {
                         for command in commands {
+                            self.ran_command = true;
                             let epoch = command.epoch();
                             self.shared.beat(
                                 "standby",
