@@ -225,7 +225,6 @@ fn standby_toml(sh: &Shared, me: &Master, primary: &Master, roles: &str, extra: 
          record_trace = \"/drill/trace.jsonl\"\n\
          [monitor.standby]\napi_url = \"https://{p_link}:6443/healthz\"\napi_ca_file = \"/drill/pki/ca.crt\"\n\
          host_tcp = \"{p_link}:22\"\nself_tcp = \"{uplink}:{UPLINK_PORT}\"\nwitness_url = \"https://{p_ip}:6443/healthz\"\n\
-         promote_command = [\"/opt/kdr/kdr\", \"failover\", \"--config\", \"/drill/kdr.toml\", \"--epoch\", \"{{epoch}}\"]\n\
          promote_timeout_s = 600\n{alerts}{extra}",
         store_toml = sh.store_toml,
         workers_toml = sh.workers_toml,
