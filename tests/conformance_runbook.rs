@@ -21,14 +21,13 @@ use async_trait::async_trait;
 use kdr_core::Error;
 use kdr_core::control_plane::{ControlPlaneInit, InitState, KubeadmInit, KubeadmSettings, NodeIdentity};
 use kdr_core::fence::{ExecFencer, FenceTarget, NoFence, SshFencer};
-use kdr_core::remote::{CommandOutput, NodeRemote, RemoteCommand, SshConfig, SshNodeRemote};
+use kdr_core::remote::{CommandOutput, NodeRemote, RemoteCommand, SshNodeRemote};
 use kdr_core::testing::conformance::control_plane::{self, InitWorld};
 use kdr_core::testing::conformance::fencer::{self, FenceWorld};
 use kdr_core::testing::conformance::{NodeView, control_plane::token_shaped};
 use kdr_core::testing::containers::SshNodeContainer;
 
 mod common;
-use common::kubeadm::{CLUSTER_CONFIGURATION, KUBEADM_STAND_IN, OLD_APISERVER};
 
 /// This host as the runbook's configuration names it (an address that is not this machine's).
 fn this_node() -> NodeIdentity {
@@ -160,14 +159,7 @@ async fn no_fence_passes_the_conformance_suite() {
 // ---- sshd nodes --------------------------------------------------------------------------------
 
 fn remote(node: &SshNodeContainer, name: &str) -> Arc<SshNodeRemote> {
-    let ssh = SshConfig {
-        user: node.user().to_owned(),
-        port: node.port(),
-        key_file: node.private_key_path(),
-        known_hosts: node.known_hosts_path().to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        ..SshConfig::default()
-    };
+    let ssh = node.ssh_config();
     Arc::new(SshNodeRemote::new(ssh.target(name, node.host())).unwrap())
 }
 
@@ -322,15 +314,7 @@ impl InitWorld for CpWorld<'_> {
 #[tokio::test]
 async fn kubeadm_init_passes_the_conformance_suite_over_ssh_with_the_stand_in() {
     let node = SshNodeContainer::start().await.unwrap();
-    node.install_recorders(&["systemctl", "kubectl", "crictl"]).await.unwrap();
-    node.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
-    let bundle = "/var/lib/kdr/promotion/bundle/etc/kubernetes";
-    node.install_file(&format!("{bundle}/kubeadm-config.yaml"), CLUSTER_CONFIGURATION.as_bytes(), 0o600)
-        .await
-        .unwrap();
-    node.install_file(&format!("{bundle}/manifests/kube-apiserver.yaml"), OLD_APISERVER.as_bytes(), 0o600)
-        .await
-        .unwrap();
+    common::kubeadm::prepare_standby(&node).await;
     node.install_file("/var/lib/etcd/member/snap/db", b"the restored etcd data", 0o600).await.unwrap();
 
     let tap = Arc::new(Tapped { inner: remote(&node, "master-2"), lines: Mutex::default() });

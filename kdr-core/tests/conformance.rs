@@ -119,7 +119,7 @@ async fn api_server_probe_conforms() {
     health_probe::check(&ProbeRole::Api, &probe(up.port()), ProbeStatus::Up).await;
     health_probe::check(&ProbeRole::Api, &probe(failing.port()), ProbeStatus::Down).await;
     health_probe::check(&ProbeRole::Api, &probe(closed), ProbeStatus::Down).await;
-    health_probe::check(&ProbeRole::Api, &probe(slow.port()), health_probe::overrun(&ProbeRole::Api)).await;
+    health_probe::check(&ProbeRole::Api, &probe(slow.port()), ProbeRole::Api.overrun_status()).await;
 }
 
 #[tokio::test]
@@ -167,5 +167,5 @@ async fn witness_probe_conforms() {
         .await;
     let hangs = WitnessProbe::new("w1", local.clone(), RemoteCommand::new("sleep 30", T));
     health_probe::check(&role, &hangs, ProbeStatus::Unknown).await;
-    assert_eq!(health_probe::overrun(&role), ProbeStatus::Unknown);
+    assert_eq!(role.overrun_status(), ProbeStatus::Unknown);
 }

@@ -276,14 +276,8 @@ async fn a_hung_ssh_session_is_unknown_once_then_replaced_needs_docker() {
 #[tokio::test]
 async fn an_sshd_that_accepts_tcp_and_never_answers_is_unknown_within_the_timeout() {
     // Not a container: a loopback listener that accepts and never speaks SSH.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let silent = kdr_core::testing::net::SilentListener::start().await.unwrap();
+    let port = silent.port();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_ed25519");
     let st =
@@ -305,5 +299,5 @@ async fn an_sshd_that_accepts_tcp_and_never_answers_is_unknown_within_the_timeou
         let r = probe_bounded(&role, &probe).await;
         assert_unknown_in_time(&(r, clock.instant() - started), attempt);
     }
-    holder.abort();
+    drop(silent);
 }

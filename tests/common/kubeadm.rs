@@ -50,3 +50,19 @@ spec:
   volumes:
   - {name: enc, hostPath: {path: /etc/kubernetes/enc, type: DirectoryOrCreate}}
 ";
+
+/// Where the runbook unpacks the backed-up `/etc/kubernetes` before `kubeadm init`.
+pub const BUNDLE: &str = "/var/lib/kdr/promotion/bundle/etc/kubernetes";
+
+/// Makes `node` a standby ready for `kubeadm init`: recorders for systemctl, kubectl and crictl,
+/// the kubeadm stand-in, and the backed-up ClusterConfiguration and API-server manifest.
+pub async fn prepare_standby(node: &kdr_core::testing::containers::SshNodeContainer) {
+    node.install_recorders(&["systemctl", "kubectl", "crictl"]).await.unwrap();
+    node.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
+    node.install_file(&format!("{BUNDLE}/kubeadm-config.yaml"), CLUSTER_CONFIGURATION.as_bytes(), 0o600)
+        .await
+        .unwrap();
+    node.install_file(&format!("{BUNDLE}/manifests/kube-apiserver.yaml"), OLD_APISERVER.as_bytes(), 0o600)
+        .await
+        .unwrap();
+}

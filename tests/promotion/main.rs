@@ -16,7 +16,7 @@ use std::time::Duration;
 use kdr_core::Error;
 use kdr_core::clock::SystemClock;
 use kdr_core::control_plane::JoinCommand;
-use kdr_core::remote::{HostKeyPolicy, NodeRemote, RemoteCommand, SshConfig, SshNodeRemote, SshTarget};
+use kdr_core::remote::{HostKeyPolicy, NodeRemote, RemoteCommand, SshNodeRemote, SshTarget};
 use kdr_core::testing::conformance::node_remote;
 use kdr_core::testing::containers::SshNodeContainer;
 use kdr_core::workers::{
@@ -29,14 +29,7 @@ const HASH: &str = "sha256:33333333333333333333333333333333333333333333333333333
 const ADMIN: &str = "/etc/kubernetes/admin.conf";
 
 fn target(node: &SshNodeContainer, name: &str) -> SshTarget {
-    let ssh = SshConfig {
-        user: node.user().to_owned(),
-        port: node.port(),
-        key_file: node.private_key_path(),
-        known_hosts: node.known_hosts_path().to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        ..SshConfig::default()
-    };
+    let ssh = node.ssh_config();
     ssh.target(name, node.host())
 }
 
@@ -144,14 +137,8 @@ async fn an_unreachable_node_fails_clearly_within_the_connect_timeout() {
     node_remote::unreachable_is_unavailable(r.as_ref(), Duration::from_secs(5)).await;
 
     // A port that accepts TCP but never speaks SSH: the connect timeout fires.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let silent = kdr_core::testing::net::SilentListener::start().await.unwrap();
+    let port = silent.port();
     let mut t = target(&node, "silent-1");
     t.port = port;
     t.connect_timeout = Duration::from_secs(1);
@@ -163,7 +150,7 @@ async fn an_unreachable_node_fails_clearly_within_the_connect_timeout() {
         "{err:?}"
     );
     node_remote::unreachable_is_unavailable(&r, Duration::from_secs(1)).await;
-    holder.abort();
+    drop(silent);
 }
 
 #[tokio::test]

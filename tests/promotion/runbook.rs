@@ -13,7 +13,7 @@ use kdr_core::remote::{NodeRemote, SshNodeRemote};
 use kdr_core::runbook::{Claim, ClaimOutcome, ClaimStore};
 use kdr_core::testing::containers::{S3Container, SshNodeContainer};
 
-use self::common::kubeadm::{CLUSTER_CONFIGURATION, KUBEADM_STAND_IN, OLD_APISERVER};
+use self::common::kubeadm::{CLUSTER_CONFIGURATION, KUBEADM_STAND_IN};
 
 fn remote(node: &SshNodeContainer, name: &str) -> Arc<dyn NodeRemote> {
     Arc::new(SshNodeRemote::new(super::target(node, name)).unwrap())
@@ -159,15 +159,7 @@ async fn ssh_fence_moves_manifests_aside_and_stops_kubelet_on_a_real_node() {
 #[tokio::test]
 async fn kubeadm_init_command_sequence_over_ssh_with_stand_ins() {
     let node = SshNodeContainer::start().await.unwrap();
-    node.install_recorders(&["systemctl", "kubectl", "crictl"]).await.unwrap();
-    node.install_file("/usr/local/bin/kubeadm", KUBEADM_STAND_IN.as_bytes(), 0o755).await.unwrap();
-    let bundle = "/var/lib/kdr/promotion/bundle/etc/kubernetes";
-    node.install_file(&format!("{bundle}/kubeadm-config.yaml"), CLUSTER_CONFIGURATION.as_bytes(), 0o600)
-        .await
-        .unwrap();
-    node.install_file(&format!("{bundle}/manifests/kube-apiserver.yaml"), OLD_APISERVER.as_bytes(), 0o600)
-        .await
-        .unwrap();
+    self::common::kubeadm::prepare_standby(&node).await;
 
     let this = NodeIdentity { name: "master-2".into(), address: "192.168.30.202".into() };
     let old = NodeIdentity { name: "master-1".into(), address: "192.168.30.200".into() };

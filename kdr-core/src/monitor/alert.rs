@@ -50,13 +50,6 @@ impl Alerter {
         Ok(Self { config: Arc::new(config), metrics, client })
     }
 
-    /// Counts and logs `alert` (at once), then delivers it to every target, concurrently;
-    /// returns the failures (also logged).
-    pub async fn send(&self, alert: &Alert) -> Vec<String> {
-        self.raise(alert);
-        self.deliver(alert).await
-    }
-
     /// Counts and logs `alert`: what happens when it is raised, before any delivery.
     fn raise(&self, alert: &Alert) {
         self.metrics.alerts.inc();
@@ -205,17 +198,8 @@ mod tests {
     /// delivery times out on the queue's own task, and a flush waits for it.
     #[tokio::test]
     async fn a_hanging_webhook_never_holds_up_the_caller() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let a = accepted.clone();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((sock, _)) = listener.accept().await {
-                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                held.push(sock); // never read, never answered
-            }
-        });
+        let silent = crate::testing::net::SilentListener::start().await.unwrap();
+        let addr = format!("127.0.0.1:{}", silent.port());
         let config = AlertsConfig {
             webhooks: vec![format!("http://{addr}/hook")],
             timeout_s: 2,
@@ -233,21 +217,15 @@ mod tests {
         assert!(!queue.flush(Duration::from_millis(500)).await, "the deliveries are still hanging");
         assert!(queue.flush(Duration::from_secs(10)).await, "each delivery is bounded by timeout_s");
         assert_eq!(metrics.alert_failures.get(), 3, "each timed-out delivery counts as a failure");
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(silent.accepted(), 3);
     }
 
     /// More alerts than the queue holds while deliveries hang: the overflow is dropped and
     /// counted, and pushing still never blocks.
     #[tokio::test]
     async fn a_full_queue_drops_and_counts() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((sock, _)) = listener.accept().await {
-                held.push(sock);
-            }
-        });
+        let silent = crate::testing::net::SilentListener::start().await.unwrap();
+        let addr = format!("127.0.0.1:{}", silent.port());
         let config = AlertsConfig {
             webhooks: vec![format!("http://{addr}/hook")],
             timeout_s: 30,

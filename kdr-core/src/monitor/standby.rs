@@ -187,8 +187,11 @@ impl Standby {
         } else {
             None
         };
+        // The runbook's claim store is the one the detector reads the newest claim from.
+        let mut claims = None;
         let promoter: Arc<dyn Promoter> = if s.promote_command.is_empty() {
             let runbook = crate::runbook::build_runbook(config, shared.clock.clone())?;
+            claims = Some(runbook.claims().clone());
             Arc::new(RunbookPromoter(runbook))
         } else {
             tracing::warn!(
@@ -200,11 +203,14 @@ impl Standby {
             Arc::new(ExecPromoter::new(s.promote_command.clone(), Duration::from_secs(s.promote_timeout_s)))
         };
         let standby = Self::new(config, shared, probes, fencer, promoter)?;
-        // Without a [store] (only with a deprecated promote_command) there are no claims to read.
-        if config.store_url().is_err() {
-            return Ok(standby);
+        // With a deprecated promote_command, the claims are read from [store] if there is one.
+        if claims.is_none() && config.store_url().is_ok() {
+            claims = Some(crate::runbook::open_claim_store(config)?);
         }
-        Ok(standby.with_claims(crate::runbook::open_claim_store(config)?))
+        Ok(match claims {
+            Some(c) => standby.with_claims(c),
+            None => standby,
+        })
     }
 
     /// Reads the newest claim from `claims` at start-up and every [`CLAIMS_EVERY`], and feeds it

@@ -598,19 +598,6 @@ mod tests {
         SshNodeRemote::new(t).unwrap()
     }
 
-    /// An "sshd" that accepts TCP connections, holds them, and never says a word.
-    async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let holder = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                held.push(s);
-            }
-        });
-        (port, holder)
-    }
-
     fn connect_timed_out(r: &Result<CommandOutput>, node: &str, after: Duration) -> bool {
         matches!(r, Err(Error::Timeout { what, after: a })
             if what.starts_with(&format!("connecting to node {node} ")) && *a == after)
@@ -619,7 +606,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_connect_is_bounded_by_the_command_timeout_and_the_connect_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        let (port, holder) = silent_listener().await;
+        let silent = crate::testing::net::SilentListener::start().await.unwrap();
+        let port = silent.port();
         let budget = Duration::from_secs(2);
         let within = budget + Duration::from_millis(1);
 
@@ -651,7 +639,7 @@ mod tests {
         .await
         .expect("bounded by the 1s connect timeout");
         assert!(connect_timed_out(&out, "silent-2", Duration::from_secs(1)), "{out:?}");
-        holder.abort();
+        drop(silent);
     }
 
     /// A minimal in-process SSH server (russh's): accepts any key, and answers every command

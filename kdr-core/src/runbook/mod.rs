@@ -426,6 +426,12 @@ pub fn expected_pods(manifest: &Manifest) -> Option<u64> {
 }
 
 impl Runbook {
+    /// Where this runbook claims its epochs (the monitor reads the newest claim from the same
+    /// store, so that its detector never decides an epoch already claimed).
+    pub fn claims(&self) -> &ClaimStore {
+        &self.parts.claims
+    }
+
     /// A runbook over `parts`; checks the settings and hooks.
     pub fn new(parts: RunbookParts) -> Result<Self> {
         parts.settings.validate()?;

@@ -617,6 +617,19 @@ impl SshNodeContainer {
         &self.known_hosts
     }
 
+    /// An `[ssh]` configuration that reaches this node as `kube`, with its key and known host
+    /// key and a 5 s connect timeout.
+    pub fn ssh_config(&self) -> crate::remote::SshConfig {
+        crate::remote::SshConfig {
+            user: self.user().to_owned(),
+            port: self.port(),
+            key_file: self.private_key_path(),
+            known_hosts: self.known_hosts_path().to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            ..crate::remote::SshConfig::default()
+        }
+    }
+
     /// The node's host public key (`ssh-ed25519 AAAA... kdr-test`).
     pub fn host_public_key(&self) -> &str {
         &self.host_public_key

@@ -7,4 +7,5 @@
 //! other images (upstream etcd, MinIO) for users with a registry.
 pub mod conformance;
 pub mod containers;
+pub mod net;
 pub mod remote;

@@ -42,8 +42,3 @@ pub async fn check(role: &ProbeRole, probe: &dyn HealthProbe, expect: ProbeStatu
     let again = probe_bounded(role, probe).await;
     assert_eq!(again.status, expect, "{name}: a second run after a cancelled one: {again:?}");
 }
-
-/// The status an overrun reads as for `role`, for callers building expectations.
-pub fn overrun(role: &ProbeRole) -> ProbeStatus {
-    role.overrun_status()
-}
